@@ -1,0 +1,21 @@
+# Entry points for a fresh machine. `make demo` and `make test` set up .venv themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: env demo test colcon-check clean
+
+env:
+	@bash scripts/setup_env.sh
+
+demo: env
+	$(PY) -m sole_r1_ros.demo $(ARGS)
+
+test: env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+colcon-check: env
+	@bash scripts/check_colcon_build.sh
+
+clean:
+	rm -rf build install log .pytest_cache demo_output

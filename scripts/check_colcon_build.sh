@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build the package with colcon (ament_python) into a scratch workspace and check the ROS
+# install layout: executables under lib/sole_r1_ros, launch and config under share/sole_r1_ros.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+ws=$(mktemp -d)
+trap 'rm -rf "$ws"' EXIT
+mkdir -p "$ws/src"
+git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$ws/src" --one-top-level=sole_r1_ros
+(
+  cd "$ws"
+  PATH="$(cd "$OLDPWD" && pwd)/$VENV/bin:$PATH" colcon --log-base log build --base-paths src \
+    --build-base build --install-base install --event-handlers console_cohesion- >"$ws/colcon.log" 2>&1 \
+    || { cat "$ws/colcon.log"; exit 1; }
+)
+inst="$ws/install/sole_r1_ros"
+fail=0
+need() { if [ ! -e "$inst/$1" ]; then echo "colcon-check: missing $1"; fail=1; fi; }
+for exe in reward_node score_bag sole-r1-score; do need "lib/sole_r1_ros/$exe"; done
+need share/sole_r1_ros/package.xml
+need share/ament_index/resource_index/packages/sole_r1_ros
+need share/sole_r1_ros/launch/reward_node.launch.py
+need share/sole_r1_ros/config/reward_node.yaml
+need share/sole_r1_ros/config/prompts/sole_r1.yaml
+if [ "$fail" -ne 0 ]; then
+  echo "colcon-check: install tree was:"; (cd "$inst" && find . -maxdepth 4 | sort)
+  exit 1
+fi
+echo "colcon-check: ok ($(cd "$inst" && find lib/sole_r1_ros -maxdepth 1 -type f | wc -l) executables in lib/sole_r1_ros)"

@@ -1,0 +1,37 @@
+"""ament_python package definition for sole_r1_ros."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "sole_r1_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "bench"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
+        (f"share/{PACKAGE}/config/prompts", glob("config/prompts/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="sole_r1_ros maintainers",
+    maintainer_email="maintainers@sole-r1-ros.invalid",
+    description="A video-language model as the sole reward for on-robot RL (SOLE-R1) in ROS 2.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "reward_node = sole_r1_ros.reward_node:main",
+            "sole-r1-score = sole_r1_ros.score_cli:main",
+            "sole-r1-demo = sole_r1_ros.demo:main",
+            "sole-r1-tiny-model = sole_r1_ros.tiny_model:main",
+        ],
+    },
+)

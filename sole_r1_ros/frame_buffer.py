@@ -1,0 +1,342 @@
+"""Per-camera ring buffers of raw (undecoded) image messages and multi-view alignment.
+
+All times are integer nanoseconds passed in by the caller; nothing here reads a
+clock, so the classes work with sim time and are deterministic under test.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+__all__ = [
+    "CameraBuffer",
+    "FrameSelector",
+    "Selection",
+    "SelectionFailure",
+    "StampedFrame",
+]
+
+
+@dataclass(frozen=True)
+class StampedFrame:
+    """A raw image message with its header stamp and local receive time."""
+
+    stamp_ns: int
+    msg: Any
+    received_ns: int
+
+
+class CameraBuffer:
+    """Thread-safe bounded buffer of one camera's frames, kept sorted by stamp.
+
+    Counters:
+      * ``received``: every frame pushed.
+      * ``evicted``: frames pushed out by capacity (including a late frame older than a
+        full buffer's oldest, which is discarded on arrival).
+      * ``dropped_by_overflow``: evicted frames newer than anything the consumer has
+        looked at via :meth:`latest` / :meth:`nearest`, i.e. frames it never had a chance
+        to consider. A non-zero rate means the buffer is shorter than the worker period.
+      * ``out_of_order``: frames whose stamp is older than the newest buffered stamp
+        (they are still inserted in stamp order).
+    """
+
+    def __init__(self, maxlen: int, *, name: str = "") -> None:
+        if maxlen < 1:
+            raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        self.name = name
+        self._frames: deque[StampedFrame] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self._considered_ns: int | None = None
+        self._last_received_ns: int | None = None
+        self.received = 0
+        self.evicted = 0
+        self.dropped_by_overflow = 0
+        self.out_of_order = 0
+
+    @property
+    def maxlen(self) -> int:
+        return self._frames.maxlen  # type: ignore[return-value]
+
+    @property
+    def last_received_ns(self) -> int | None:
+        """Receive time of the most recently pushed frame (survives :meth:`clear`)."""
+        with self._lock:
+            return self._last_received_ns
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._frames)
+
+    def push(self, stamp_ns: int, msg: Any, received_ns: int) -> StampedFrame:
+        """Store a raw message; returns the stored :class:`StampedFrame`."""
+        frame = StampedFrame(int(stamp_ns), msg, int(received_ns))
+        with self._lock:
+            self._insert(frame)
+        return frame
+
+    def push_frame(self, frame: StampedFrame) -> None:
+        """Store an already built :class:`StampedFrame`."""
+        with self._lock:
+            self._insert(frame)
+
+    def _insert(self, frame: StampedFrame) -> None:
+        frames = self._frames
+        self.received += 1
+        if self._last_received_ns is None or frame.received_ns >= self._last_received_ns:
+            self._last_received_ns = frame.received_ns
+        if not frames or frame.stamp_ns >= frames[-1].stamp_ns:
+            if len(frames) == frames.maxlen:
+                self._evict(frames[0])
+            frames.append(frame)
+            return
+        self.out_of_order += 1
+        if len(frames) == frames.maxlen:
+            if frame.stamp_ns < frames[0].stamp_ns:
+                self._evict(frame)
+                return
+            self._evict(frames.popleft())
+        index = bisect_right(frames, frame.stamp_ns, key=_stamp_of)
+        frames.insert(index, frame)
+
+    def _evict(self, frame: StampedFrame) -> None:
+        self.evicted += 1
+        if self._considered_ns is None or frame.stamp_ns > self._considered_ns:
+            self.dropped_by_overflow += 1
+
+    def _mark(self, frame: StampedFrame | None) -> StampedFrame | None:
+        if frame is not None and (self._considered_ns is None or frame.stamp_ns > self._considered_ns):
+            self._considered_ns = frame.stamp_ns
+        return frame
+
+    def latest(self) -> StampedFrame | None:
+        """The frame with the newest stamp, or None when empty."""
+        with self._lock:
+            return self._mark(self._frames[-1] if self._frames else None)
+
+    def peek_latest(self) -> StampedFrame | None:
+        """Like :meth:`latest` but does not count the frame as considered."""
+        with self._lock:
+            return self._frames[-1] if self._frames else None
+
+    def nearest(self, stamp_ns: int, tolerance_ns: int) -> StampedFrame | None:
+        """The frame closest to ``stamp_ns`` if within ``tolerance_ns`` (ties prefer the newer)."""
+        if tolerance_ns < 0:
+            raise ValueError(f"tolerance_ns must be >= 0, got {tolerance_ns}")
+        with self._lock:
+            return self._mark(self._nearest(stamp_ns, tolerance_ns))
+
+    def _nearest(self, stamp_ns: int, tolerance_ns: int) -> StampedFrame | None:
+        frames = self._frames
+        if not frames:
+            return None
+        index = bisect_right(frames, stamp_ns, key=_stamp_of)
+        best: StampedFrame | None = None
+        best_delta = tolerance_ns + 1
+        for i in (index - 1, index):
+            if 0 <= i < len(frames):
+                delta = abs(frames[i].stamp_ns - stamp_ns)
+                if delta <= best_delta:
+                    best, best_delta = frames[i], delta
+        return best if best_delta <= tolerance_ns else None
+
+    def snapshot(self) -> list[StampedFrame]:
+        """A copy of the buffered frames, oldest stamp first."""
+        with self._lock:
+            return list(self._frames)
+
+    def clear(self) -> None:
+        """Drop all buffered frames (counters and ``last_received_ns`` are kept)."""
+        with self._lock:
+            self._frames.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and buffer state for diagnostics."""
+        with self._lock:
+            frames = self._frames
+            return {
+                "len": len(frames),
+                "maxlen": frames.maxlen,
+                "received": self.received,
+                "evicted": self.evicted,
+                "dropped_by_overflow": self.dropped_by_overflow,
+                "out_of_order": self.out_of_order,
+                "oldest_stamp_ns": frames[0].stamp_ns if frames else None,
+                "newest_stamp_ns": frames[-1].stamp_ns if frames else None,
+                "last_received_ns": self._last_received_ns,
+            }
+
+
+def _stamp_of(frame: StampedFrame) -> int:
+    return frame.stamp_ns
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Time-aligned frames, one per role; ``stamp_ns`` is the reference frame's stamp."""
+
+    stamp_ns: int
+    frames: dict[str, StampedFrame] = field(default_factory=dict)
+
+    ok = True
+
+    @property
+    def max_skew_ns(self) -> int:
+        """Largest |stamp difference| between any view and the reference."""
+        return max((abs(f.stamp_ns - self.stamp_ns) for f in self.frames.values()), default=0)
+
+
+@dataclass(frozen=True)
+class SelectionFailure:
+    """Why no aligned set could be selected; ``reason`` is e.g. ``"stale:wrist"``."""
+
+    reason: str
+    detail: str = ""
+
+    ok = False
+
+    @property
+    def kind(self) -> str:
+        """The reason without its role suffix (``"stale"`` for ``"stale:wrist"``)."""
+        return self.reason.split(":", 1)[0]
+
+    @property
+    def role(self) -> str | None:
+        """The role named in ``reason``, if any."""
+        _, sep, role = self.reason.partition(":")
+        return role if sep else None
+
+
+class FrameSelector:
+    """Aligns the views of several cameras; the first role is the reference camera."""
+
+    def __init__(self, buffers: Mapping[str, CameraBuffer]) -> None:
+        if not buffers:
+            raise ValueError("FrameSelector needs at least one camera role")
+        self._buffers: dict[str, CameraBuffer] = dict(buffers)
+        self._roles = tuple(self._buffers)
+
+    @classmethod
+    def create(cls, roles: Iterable[str], maxlen: int) -> FrameSelector:
+        """Build a selector with one fresh :class:`CameraBuffer` per role."""
+        roles = list(roles)
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"duplicate roles in {roles}")
+        return cls({role: CameraBuffer(maxlen, name=role) for role in roles})
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self._roles
+
+    @property
+    def reference_role(self) -> str:
+        return self._roles[0]
+
+    def buffer(self, role: str) -> CameraBuffer:
+        return self._buffers[role]
+
+    __getitem__ = buffer
+
+    def push(self, role: str, stamp_ns: int, msg: Any, received_ns: int) -> StampedFrame:
+        """Store a raw message for ``role`` (raises KeyError for an unknown role)."""
+        return self._buffers[role].push(stamp_ns, msg, received_ns)
+
+    def clear(self) -> None:
+        for buf in self._buffers.values():
+            buf.clear()
+
+    def select(
+        self,
+        target_ns: int | None,
+        *,
+        tolerance_ns: int,
+        max_age_ns: int | None,
+        now_ns: int,
+    ) -> Selection | SelectionFailure:
+        """Pick one frame per role aligned to the reference camera.
+
+        ``target_ns`` None uses the reference camera's newest frame, otherwise its
+        frame nearest ``target_ns`` within ``tolerance_ns``. Every other role gets its
+        frame nearest the reference stamp within ``tolerance_ns``. A frame is stale when
+        ``now_ns - stamp_ns > max_age_ns`` (``max_age_ns`` None disables the check).
+        Failure reasons: ``no_frames``, ``view_missing:<role>``, ``stale:<role>``,
+        ``not_aligned:<role>``.
+        """
+        if tolerance_ns < 0:
+            raise ValueError(f"tolerance_ns must be >= 0, got {tolerance_ns}")
+        latest = {role: buf.peek_latest() for role, buf in self._buffers.items()}
+        if all(frame is None for frame in latest.values()):
+            return SelectionFailure("no_frames", "no camera has buffered any frame")
+        for role in self._roles:
+            if latest[role] is None:
+                return SelectionFailure(f"view_missing:{role}", f"camera '{role}' has no buffered frames")
+
+        ref_role = self.reference_role
+        ref_buf = self._buffers[ref_role]
+        if target_ns is None:
+            ref = ref_buf.latest()
+        else:
+            ref = ref_buf.nearest(target_ns, tolerance_ns)
+        if ref is None:
+            return self._unaligned(ref_role, latest[ref_role], target_ns, tolerance_ns, max_age_ns, now_ns)
+        if _is_stale(ref, max_age_ns, now_ns):
+            return _stale(ref_role, ref, max_age_ns, now_ns)
+
+        frames = {ref_role: ref}
+        for role in self._roles[1:]:
+            frame = self._buffers[role].nearest(ref.stamp_ns, tolerance_ns)
+            if frame is None:
+                return self._unaligned(role, latest[role], ref.stamp_ns, tolerance_ns, max_age_ns, now_ns)
+            if _is_stale(frame, max_age_ns, now_ns):
+                return _stale(role, frame, max_age_ns, now_ns)
+            frames[role] = frame
+        return Selection(ref.stamp_ns, frames)
+
+    @staticmethod
+    def _unaligned(
+        role: str,
+        newest: StampedFrame | None,
+        target_ns: int | None,
+        tolerance_ns: int,
+        max_age_ns: int | None,
+        now_ns: int,
+    ) -> SelectionFailure:
+        if newest is None:
+            return SelectionFailure(f"view_missing:{role}", f"camera '{role}' has no buffered frames")
+        if _is_stale(newest, max_age_ns, now_ns):
+            return _stale(role, newest, max_age_ns, now_ns)
+        return SelectionFailure(
+            f"not_aligned:{role}",
+            f"camera '{role}' has no frame within {tolerance_ns} ns of {target_ns} "
+            f"(newest stamp {newest.stamp_ns})",
+        )
+
+    def stale_roles(self, now_ns: int, max_age_ns: int) -> list[str]:
+        """Roles whose newest frame is older than ``max_age_ns`` (or that have none)."""
+        out = []
+        for role in self._roles:
+            newest = self._buffers[role].peek_latest()
+            if newest is None or _is_stale(newest, max_age_ns, now_ns):
+                out.append(role)
+        return out
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per-role :meth:`CameraBuffer.stats`."""
+        return {role: buf.stats() for role, buf in self._buffers.items()}
+
+
+ViewAligner = FrameSelector
+
+
+def _is_stale(frame: StampedFrame, max_age_ns: int | None, now_ns: int) -> bool:
+    return max_age_ns is not None and now_ns - frame.stamp_ns > max_age_ns
+
+
+def _stale(role: str, frame: StampedFrame, max_age_ns: int | None, now_ns: int) -> SelectionFailure:
+    return SelectionFailure(
+        f"stale:{role}",
+        f"camera '{role}' frame stamp {frame.stamp_ns} is {now_ns - frame.stamp_ns} ns old (max {max_age_ns})",
+    )

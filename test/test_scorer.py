@@ -1,0 +1,251 @@
+"""The scorer: episode state, batching and the real transformers backend on tiny models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sole_r1_ros.backend import BatchTimings, Generation, InferenceError, ModelLoadError, ModelOptions, TransformersBackend
+from sole_r1_ros.protocol import GenerationSettings, load_protocol
+from sole_r1_ros.scorer import Episode, GoalError, ProgressScorer, validate_goal
+
+ROLES = ("external", "wrist")
+
+
+def views(seed: int, roles: Sequence[str] = ROLES) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {r: rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for r in roles}
+
+
+class ScriptedModel:
+    """Replies from a script and records what it was asked: isolates the episode state machine
+    (composite, prompt and parser stay real) from model randomness."""
+
+    def __init__(self, replies: Sequence[str | Exception]) -> None:
+        self.replies = list(replies)
+        self.calls: list[tuple[list[list[dict[str, Any]]], list[Image.Image]]] = []
+
+    def generate(self, conversations, images, settings, timings: BatchTimings | None = None) -> list[Generation]:
+        self.calls.append((list(conversations), list(images)))
+        out = []
+        for _ in conversations:
+            reply = self.replies.pop(0)
+            if isinstance(reply, Exception):
+                raise reply
+            out.append(Generation(text=reply, prompt_tokens=10, new_tokens=5))
+        return out
+
+
+def user_text(conversation: list[dict[str, Any]]) -> str:
+    return conversation[1]["content"][1]["text"]
+
+
+def test_episode_state_is_carried_between_steps() -> None:
+    model = ScriptedModel([
+        "<think>reached</think><answer>20%</answer>",
+        "garbage without an answer",
+        "<think>grasped</think><answer>55%</answer>",
+    ])
+    scorer = ProgressScorer(model, load_protocol(), generation=GenerationSettings.greedy())
+    ep = scorer.new_episode("lift the cube", ROLES)
+    first = scorer.score(ep, 100, views(0))
+    assert (first.status, first.percent, first.step, first.prev_stamp_ns) == ("first_frame", 0, 0, None)
+    assert model.calls == []  # the first frame is defined as 0 % and costs no model call
+
+    e1 = scorer.score(ep, 200, views(1))
+    assert (e1.status, e1.percent, e1.step, e1.first_stamp_ns, e1.prev_stamp_ns) == ("ok", 20, 1, 100, 100)
+    assert "previous timestep is 0%" in user_text(model.calls[0][0][0])
+    assert e1.reasoning == "reached"
+
+    e2 = scorer.score(ep, 300, views(2))
+    assert (e2.status, e2.percent, e2.parse_status, e2.prev_stamp_ns) == ("parse_failed", 20, "no_answer", 200)
+    assert "previous timestep is 20%" in user_text(model.calls[1][0][0])
+    assert e2.raw_text == "garbage without an answer"
+
+    e3 = scorer.score(ep, 400, views(3))
+    assert (e3.status, e3.percent, e3.prev_percent, e3.prev_stamp_ns) == ("ok", 55, 20, 300)
+    assert "previous timestep is 20%" in user_text(model.calls[2][0][0])  # carried forward
+    assert ep.parse_failures == 1 and ep.step == 4
+
+
+def test_composite_uses_first_previous_current() -> None:
+    model = ScriptedModel(["<answer>10%</answer>", "<answer>30%</answer>"])
+    scorer = ProgressScorer(model, load_protocol())
+    ep = scorer.new_episode("g", ("external",))
+    solid = lambda v: {"external": np.full((384, 384, 3), v, dtype=np.uint8)}  # noqa: E731
+    for stamp, value in ((1, 10), (2, 20), (3, 30)):
+        scorer.score(ep, stamp, solid(value))
+    image = np.asarray(model.calls[1][1][0].resize((1162, 384), Image.Resampling.NEAREST))
+    # columns: first (10), previous scored (20), current (30)
+    assert image[192, 192, 0] == pytest.approx(10, abs=2)
+    assert image[192, 581, 0] == pytest.approx(20, abs=2)
+    assert image[192, 970, 0] == pytest.approx(30, abs=2)
+
+
+def test_from_zero_omits_previous() -> None:
+    model = ScriptedModel(["<answer>10%</answer>"])
+    scorer = ProgressScorer(model, load_protocol(), from_zero=True)
+    ep = scorer.new_episode("g", ROLES)
+    scorer.score(ep, 1, views(0))
+    e = scorer.score(ep, 2, views(1))
+    assert e.prev_stamp_ns is None
+    assert "previous timestep" not in user_text(model.calls[0][0][0])
+    assert model.calls[0][1][0].size == (784, 784)
+
+
+def test_model_error_does_not_advance_the_episode() -> None:
+    model = ScriptedModel([InferenceError("CUDA out of memory", out_of_memory=True), "<answer>40%</answer>"])
+    scorer = ProgressScorer(model, load_protocol())
+    ep = scorer.new_episode("g", ROLES)
+    scorer.score(ep, 1, views(0))
+    failed = scorer.score(ep, 2, views(1))
+    assert failed.status == "error" and failed.error.startswith("out_of_memory") and failed.percent == 0
+    assert ep.step == 1 and ep.previous.stamp_ns == 1
+    ok = scorer.score(ep, 3, views(2))
+    assert (ok.status, ok.percent, ok.prev_stamp_ns, ok.step) == ("ok", 40, 1, 1)
+
+
+def test_backend_bug_becomes_an_error_estimate() -> None:
+    scorer = ProgressScorer(ScriptedModel([RuntimeError("boom")]), load_protocol())
+    ep = scorer.new_episode("g", ROLES)
+    scorer.score(ep, 1, views(0))
+    e = scorer.score(ep, 2, views(1))
+    assert e.status == "error" and "boom" in e.error
+
+
+def test_same_episode_twice_in_a_batch_is_refused() -> None:
+    scorer = ProgressScorer(ScriptedModel([]), load_protocol())
+    ep = scorer.new_episode("g", ROLES)
+    with pytest.raises(ValueError, match="once per batch"):
+        scorer.score_batch([(ep, 1, views(0)), (ep, 2, views(1))])
+
+
+def test_missing_view_is_a_clear_error() -> None:
+    scorer = ProgressScorer(ScriptedModel([]), load_protocol())
+    ep = scorer.new_episode("g", ROLES)
+    with pytest.raises(KeyError, match="wrist"):
+        scorer.score(ep, 1, {"external": views(0)["external"]})
+
+
+@pytest.mark.parametrize("goal", ["", "   ", None, "x" * 1001])
+def test_bad_goals(goal: object) -> None:
+    with pytest.raises(GoalError):
+        validate_goal(goal)
+    with pytest.raises(GoalError):
+        Episode(goal=goal, roles=ROLES)  # type: ignore[arg-type]
+
+
+def test_estimate_serialises_to_json() -> None:
+    scorer = ProgressScorer(ScriptedModel(["<think>t</think><answer>12%</answer>"]), load_protocol())
+    ep = scorer.new_episode("g", ROLES)
+    scorer.score(ep, 1, views(0))
+    d = json.loads(json.dumps(scorer.score(ep, 2, views(1)).to_dict()))
+    assert d["progress"] == pytest.approx(0.12) and d["roles"] == list(ROLES) and d["reasoning"] == "t"
+
+
+# --- the real backend on tiny checkpoints --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir: Path) -> TransformersBackend:
+    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
+
+
+def test_backend_loads_and_describes(backend: TransformersBackend) -> None:
+    info = backend.describe()
+    assert info["model_type"] == "qwen3_vl" and info["device"] == "cpu" and info["dtype"] == "float32"
+    prompt = backend.prompt_text(load_protocol().templates.messages("g", 0, n_views=2))
+    assert prompt.startswith("<|im_start|>system\nYou are an expert roboticist")
+    assert prompt.count("<|vision_start|><|image_pad|><|vision_end|>") == 1
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_batched_equals_one_by_one_with_greedy(backend: TransformersBackend) -> None:
+    protocol = load_protocol()
+    settings = GenerationSettings.greedy(max_new_tokens=24)
+    goals = ["push the red block into the green zone", "lift the cube", "open the top drawer of the cabinet please"]
+
+    def run(batched: bool) -> list[list[tuple[str, int]]]:
+        scorer = ProgressScorer(backend, protocol, generation=settings)
+        episodes = [scorer.new_episode(g, ROLES) for g in goals]
+        out: list[list[tuple[str, int]]] = [[] for _ in goals]
+        for step in range(3):
+            items = [(ep, step, views(100 * i + step)) for i, ep in enumerate(episodes)]
+            results = scorer.score_batch(items) if batched else [scorer.score(*item) for item in items]
+            for i, e in enumerate(results):
+                out[i].append((e.raw_text, e.percent))
+        return out
+
+    one_by_one, batched = run(False), run(True)
+    assert batched == one_by_one
+    assert all(text for episode in batched for text, _ in episode[1:])  # the model really replied
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl"])
+def test_other_qwen_families_score(tiny_model_dirs: dict[str, Path], family: str) -> None:
+    backend = TransformersBackend(ModelOptions(path=str(tiny_model_dirs[family]), device="cpu"))
+    scorer = ProgressScorer(backend, load_protocol(), generation=GenerationSettings.greedy(max_new_tokens=8))
+    ep = scorer.new_episode("g", ROLES)
+    scorer.score(ep, 1, views(0))
+    e = scorer.score(ep, 2, views(1))
+    assert e.status in ("ok", "parse_failed") and e.new_tokens > 0 and e.prompt_tokens > 100
+
+
+def test_sampling_with_seed_is_reproducible(backend: TransformersBackend) -> None:
+    settings = GenerationSettings(max_new_tokens=16, seed=123)
+    texts = []
+    for _ in range(2):
+        scorer = ProgressScorer(backend, load_protocol(), generation=settings)
+        ep = scorer.new_episode("g", ROLES)
+        scorer.score(ep, 1, views(0))
+        texts.append(scorer.score(ep, 2, views(1)).raw_text)
+    assert texts[0] == texts[1] and texts[0]
+
+
+def test_missing_model_dir(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        TransformersBackend(ModelOptions(path=str(tmp_path / "nope")))
+    with pytest.raises(ModelLoadError, match="config.json is missing"):
+        TransformersBackend(ModelOptions(path=str(tmp_path)))
+
+
+def test_corrupt_model_dir(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="failed to load model"):
+        TransformersBackend(ModelOptions(path=str(broken)))
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        TransformersBackend(ModelOptions(path=str(broken)))
+
+
+def test_model_needing_remote_code_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_model_dir, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForImageTextToText": "modeling_evil.EvilModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="needs remote code"):
+        TransformersBackend(ModelOptions(path=str(remote)))
+
+
+def test_pickle_weights_are_not_loaded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="safetensors"):
+        TransformersBackend(ModelOptions(path=str(pickled)))
+
+
+def test_checkpoint_dir_is_left_untouched(tiny_model_dir: Path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_model_dir.iterdir()}
+    TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_model_dir.iterdir()} == before
