@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "reward_node = sole_r1_ros.reward_node:main",
+            "score_bag = sole_r1_ros.score_bag:main",
             "sole-r1-score = sole_r1_ros.score_cli:main",
             "sole-r1-demo = sole_r1_ros.demo:main",
             "sole-r1-tiny-model = sole_r1_ros.tiny_model:main",

@@ -201,14 +201,14 @@ class RewardNode(Node):
 
     # --- inputs --------------------------------------------------------------------------
     def _image_callback(self, role: str):  # noqa: ANN202 - a closure per camera
-        reference = role == self.roles[0]
         push = self.selector.push
         clock = self.get_clock()
+        wake = self.worker.wake if self.worker.config.mode == "rate" else None
 
         def callback(msg: Image | CompressedImage) -> None:
             push(role, stamp_to_ns(msg.header.stamp), msg, clock.now().nanoseconds)
-            if reference:
-                self.worker.wake()
+            if wake is not None:
+                wake()
 
         return callback
 

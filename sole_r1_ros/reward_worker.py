@@ -4,8 +4,9 @@ Plain Python (no ROS): the node feeds it raw messages (via the :class:`FrameSele
 resets and requests, and gives it a ``clock`` (ROS time, so sim time works) and an ``emit``
 callback that publishes. Scheduling:
 
-- ``rate``: every ``period_s`` (0: back to back) score the freshest aligned frames; a frame set
-  already scored is never scored again and nothing is queued, so work is never stale.
+- ``rate``: score the freshest reference frame whose stamp is ``period_s`` (0: back to back)
+  after the last scored one (:class:`RateSchedule`, stamp time, so sim time and bag replay
+  work); a frame is never scored twice and nothing is queued, so work is never stale.
 - ``request``: every request (a stamp and a correlation id) gets exactly one result, in order;
   the queue is bounded and an overflowing request is answered at once with a failure.
 """
@@ -26,6 +27,7 @@ import numpy as np
 from sole_r1_ros.frame_buffer import FrameSelector, Selection
 from sole_r1_ros.image_codec import ImageDecodeError, decode_any
 from sole_r1_ros.reward import RewardConfig, RewardMapper
+from sole_r1_ros.schedule import RateSchedule
 from sole_r1_ros.scorer import Episode, Estimate, GoalError, ProgressScorer, validate_goal
 
 LOG = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class RewardResult:
 class _Request:
     stamp_ns: int
     request_id: str
+    rate: bool = False
 
 
 @dataclass
@@ -163,8 +166,7 @@ class RewardWorker:
         self._slot: _EpisodeSlot | None = None
         self._requests: collections.deque[_Request] = collections.deque()
         self._stop = False
-        self._last_attempted_stamp: int | None = None
-        self._next_due = 0.0
+        self._schedule = RateSchedule(int(config.period_s * 1e9), int(config.align_tolerance_s * 1e9))
         self._thread = threading.Thread(target=self._run, name="sole_r1_inference", daemon=True)
 
     # --- control, called from executor callbacks ---------------------------------------------
@@ -233,7 +235,7 @@ class RewardWorker:
 
     def _new_episode(self, goal: str) -> None:
         self._slot = _EpisodeSlot(Episode(goal=goal, roles=self.selector.roles), RewardMapper(self.reward_config))
-        self._last_attempted_stamp = None
+        self._schedule.reset()
         LOG.info("new episode %s: %s", self._slot.episode.episode_id, goal)
 
     # --- the inference thread ----------------------------------------------------------------
@@ -247,48 +249,64 @@ class RewardWorker:
                 if self._stop:
                     return
                 slot = self._slot
-                self.stats.busy = True
-            try:
-                result = self._score(job, slot)
-            except Exception as err:  # noqa: BLE001 - the loop must survive anything
-                LOG.exception("inference step failed")
-                result = RewardResult(status="error", detail=f"internal error: {type(err).__name__}: {err}",
-                                      request_id=job.request_id if job else "")
-            finally:
-                with self._lock:
-                    self.stats.busy = False
-            if result is not None:
-                self.emit(result)
+            self._execute(job, slot)
+
+    def run_pending(self) -> int:
+        """Run every job that is due now in the caller's thread, for offline scoring (the thread
+        is not started then); returns how many ran."""
+        count = 0
+        while True:
+            with self._lock:
+                job = self._next_job()
+                slot = self._slot
+            if job is None:
+                return count
+            self._execute(job, slot)
+            count += 1
+
+    def _execute(self, job: _Request, slot: _EpisodeSlot | None) -> None:
+        with self._lock:
+            self.stats.busy = True
+        try:
+            result = self._score(job, slot)
+        except Exception as err:  # noqa: BLE001 - the loop must survive anything
+            LOG.exception("inference step failed")
+            result = RewardResult(status="error", detail=f"internal error: {type(err).__name__}: {err}",
+                                  request_id=job.request_id)
+        finally:
+            with self._lock:
+                self.stats.busy = False
+        if result is not None:
+            self.emit(result)
 
     def _wait_s(self) -> float:
-        remaining = self._next_due - time.monotonic()
-        if self.config.mode == "rate" and remaining > 0:
-            return min(0.5, remaining)
-        return 0.5  # new frames, requests, goals and stop all notify
+        if self.config.mode == "rate":
+            # frames notify; the timeout only matters while waiting out the alignment tolerance
+            return min(0.5, max(0.005, self.config.align_tolerance_s / 2))
+        return 0.5  # requests, goals and stop notify
 
     def _next_job(self) -> _Request | None:
         """Called with the lock held. A rate-mode job has an empty request id and no stamp."""
         if self.config.mode == "request":
             return self._requests.popleft() if self._requests else None
-        if self._slot is None or time.monotonic() < self._next_due:
+        if self._slot is None:
             return None
-        newest = self.selector.buffer(self.selector.reference_role).peek_latest()
-        if newest is None or newest.stamp_ns == self._last_attempted_stamp:
+        stamp = self._schedule.due(self.selector, self.clock())
+        if stamp is None:
             return None
-        self._last_attempted_stamp = newest.stamp_ns
-        self._next_due = time.monotonic() + self.config.period_s
-        return _Request(stamp_ns=-1, request_id="")
+        self._schedule.mark(stamp)
+        return _Request(stamp_ns=stamp, request_id="", rate=True)
 
     def _score(self, job: _Request, slot: _EpisodeSlot | None) -> RewardResult | None:
-        rate_mode = job.stamp_ns < 0
+        rate_mode = job.rate
         requested = None if rate_mode else job.stamp_ns
         if slot is None:
             return None if rate_mode else self._fail(job, "no_goal", "no goal has been set", slot)
         cfg = self.config
         selection = self.selector.select(
-            requested,
+            job.stamp_ns,
             tolerance_ns=int(cfg.align_tolerance_s * 1e9),
-            max_age_ns=None if requested is not None else int(cfg.max_frame_age_s * 1e9),
+            max_age_ns=int(cfg.max_frame_age_s * 1e9) if rate_mode else None,
             now_ns=self.clock(),
         )
         if not isinstance(selection, Selection):
@@ -331,6 +349,6 @@ class RewardWorker:
     def _fail(job: _Request, status: str, detail: str, slot: _EpisodeSlot | None) -> RewardResult:
         return RewardResult(
             status=status, detail=detail, request_id=job.request_id,
-            requested_stamp_ns=None if job.stamp_ns < 0 else job.stamp_ns,
+            requested_stamp_ns=None if job.rate else job.stamp_ns,
             goal=slot.episode.goal if slot else "", episode_id=slot.episode.episode_id if slot else "",
         )

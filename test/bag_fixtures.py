@@ -1,0 +1,56 @@
+"""Small real rosbag2 files for tests, written with the project's own BagWriter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sole_r1_ros.bag_io import TYPESTORE, BagWriter
+from sole_r1_ros.image_codec import encode_compressed, encode_image
+
+T0 = 1_700_000_000_000_000_000
+PERIOD = 66_666_667  # 15 Hz
+
+
+def _header(t: int, frame_id: str):  # noqa: ANN202
+    Header = TYPESTORE.types["std_msgs/msg/Header"]
+    Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
+    return Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id=frame_id)
+
+
+def frame(i: int, role: str) -> np.ndarray:
+    """A deterministic frame: a bright square that moves with ``i``."""
+    rgb = np.zeros((120, 160, 3), dtype=np.uint8)
+    rgb[:, :] = (30, 40, 50) if role == "external" else (60, 50, 40)
+    x = 5 + 4 * i
+    rgb[40:70, x : x + 30] = (220, 30, 30)
+    return rgb
+
+
+def write_bag(
+    path: Path, *, n: int = 30, roles: tuple[str, ...] = ("external", "wrist"), storage: str = "mcap",
+    goal: str | None = "push the red block into the green zone", encoding: str = "rgb8",
+    compressed: bool = False, ground_truth: bool = True,
+) -> Path:
+    Image = TYPESTORE.types["sensor_msgs/msg/Image"]
+    CompressedImage = TYPESTORE.types["sensor_msgs/msg/CompressedImage"]
+    with BagWriter(path, storage=storage) as w:
+        if goal is not None:
+            w.write_string("/goal", T0, goal)
+        for i in range(n):
+            t = T0 + i * PERIOD
+            for role in roles:
+                rgb = frame(i, role)
+                if compressed:
+                    fmt, data = encode_compressed(rgb, "png")
+                    msg = CompressedImage(header=_header(t, role), format=fmt, data=np.frombuffer(data, np.uint8))
+                    w.write(f"/camera/{role}/image_raw/compressed", "sensor_msgs/msg/CompressedImage", t + 2_000_000, msg)
+                else:
+                    d = encode_image(rgb, "rgb8")
+                    msg = Image(header=_header(t, role), height=d["height"], width=d["width"], encoding=encoding,
+                                is_bigendian=0, step=d["step"], data=np.frombuffer(d["data"], np.uint8))
+                    w.write(f"/camera/{role}/image_raw", "sensor_msgs/msg/Image", t + 2_000_000, msg)
+            if ground_truth:
+                w.write_float32("/ground_truth/progress", t, i / max(1, n - 1))
+    return path

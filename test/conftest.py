@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: tiny random-weight Qwen-VL model directories built offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hugging Face hub; set before anything imports huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Qwen3-VL checkpoint directory (seed 0), built once per session."""
+    from sole_r1_ros.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_models") / "qwen3_vl", "qwen3_vl", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Family name → tiny checkpoint directory (seed 0) for every supported family."""
+    from sole_r1_ros.tiny_model import SUPPORTED_FAMILIES, build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny_models_all")
+    return {
+        family: tiny_model_dir if family == "qwen3_vl" else build_tiny_model(root / family, family, seed=0)
+        for family in SUPPORTED_FAMILIES
+    }
