@@ -149,15 +149,12 @@ class TransformersBackend:
         self.model.eval()
         self.processor.tokenizer.padding_side = "left"
         image_processor = getattr(self.processor, "image_processor", None)
-        if image_processor is not None:
-            if options.min_pixels is not None:
-                image_processor.min_pixels = options.min_pixels
-                if isinstance(getattr(image_processor, "size", None), dict):
-                    image_processor.size["shortest_edge"] = options.min_pixels
-            if options.max_pixels is not None:
-                image_processor.max_pixels = options.max_pixels
-                if isinstance(getattr(image_processor, "size", None), dict):
-                    image_processor.size["longest_edge"] = options.max_pixels
+        if image_processor is not None and (options.min_pixels or options.max_pixels):
+            # transformers 5 keeps the pixel budget in size{shortest_edge, longest_edge}
+            if options.min_pixels:
+                image_processor.size["shortest_edge"] = options.min_pixels
+            if options.max_pixels:
+                image_processor.size["longest_edge"] = options.max_pixels
         self._torch = torch
         self.dtype = str(self.model.dtype).replace("torch.", "")
 

@@ -53,7 +53,10 @@ def default_model_dir() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sole_r1_ros" / "tiny-qwen3_vl-seed0"
     if not (cache / "config.json").is_file():
         LOG.warning("building the built-in tiny random-weight model in %s (its progress numbers are noise)", cache)
-        build_tiny_model(cache, "qwen3_vl", seed=0)
+        try:
+            build_tiny_model(cache, "qwen3_vl", seed=0)
+        except FileExistsError:
+            pass  # another process finished building it first (the build is atomic)
     return cache
 
 

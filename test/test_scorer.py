@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sole_r1_ros.backend import BatchTimings, Generation, InferenceError, ModelLoadError, ModelOptions, TransformersBackend
+from sole_r1_ros.backend import InferenceError, ModelLoadError, ModelOptions, TransformersBackend
+from scripted_model import ScriptedModel
 from sole_r1_ros.protocol import GenerationSettings, load_protocol
 from sole_r1_ros.scorer import Episode, GoalError, ProgressScorer, validate_goal
 
@@ -22,25 +23,6 @@ ROLES = ("external", "wrist")
 def views(seed: int, roles: Sequence[str] = ROLES) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {r: rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for r in roles}
-
-
-class ScriptedModel:
-    """Replies from a script and records what it was asked: isolates the episode state machine
-    (composite, prompt and parser stay real) from model randomness."""
-
-    def __init__(self, replies: Sequence[str | Exception]) -> None:
-        self.replies = list(replies)
-        self.calls: list[tuple[list[list[dict[str, Any]]], list[Image.Image]]] = []
-
-    def generate(self, conversations, images, settings, timings: BatchTimings | None = None) -> list[Generation]:
-        self.calls.append((list(conversations), list(images)))
-        out = []
-        for _ in conversations:
-            reply = self.replies.pop(0)
-            if isinstance(reply, Exception):
-                raise reply
-            out.append(Generation(text=reply, prompt_tokens=10, new_tokens=5))
-        return out
 
 
 def user_text(conversation: list[dict[str, Any]]) -> str:
@@ -249,3 +231,14 @@ def test_checkpoint_dir_is_left_untouched(tiny_model_dir: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in tiny_model_dir.iterdir()}
     TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
     assert {p.name: p.stat().st_mtime_ns for p in tiny_model_dir.iterdir()} == before
+
+
+def test_pixel_budget_override_changes_image_tokens(tiny_model_dir: Path, backend: TransformersBackend) -> None:
+    small = TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu", max_pixels=32 * 32 * 32))
+    tokens = []
+    for b in (backend, small):
+        scorer = ProgressScorer(b, load_protocol(), generation=GenerationSettings.greedy(max_new_tokens=2))
+        ep = scorer.new_episode("g", ROLES)
+        scorer.score(ep, 1, views(0))
+        tokens.append(scorer.score(ep, 2, views(1)).prompt_tokens)
+    assert tokens[1] < tokens[0]
