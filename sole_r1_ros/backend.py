@@ -156,6 +156,9 @@ class TransformersBackend:
             if options.max_pixels:
                 image_processor.size["longest_edge"] = options.max_pixels
         self._torch = torch
+        tokenizer = self.processor.tokenizer
+        added = set(getattr(tokenizer, "all_special_tokens", [])) | set(tokenizer.get_added_vocab())
+        self._added_tokens = sorted((t for t in added if len(t) > 1), key=len, reverse=True)
         self.dtype = str(self.model.dtype).replace("torch.", "")
 
     def describe(self) -> dict[str, Any]:
@@ -167,6 +170,15 @@ class TransformersBackend:
             "dtype": self.dtype,
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
+
+    def escape_special_text(self, text: str) -> str:
+        """Make user text (the goal) unable to form the tokenizer's added/special tokens, so a goal
+        containing e.g. ``<|im_end|>`` or ``</answer>`` stays plain text and cannot break the prompt.
+        A zero-width space after the first character splits each such string."""
+        for token in self._added_tokens:
+            if token in text:
+                text = text.replace(token, token[0] + "\u200b" + token[1:])
+        return text
 
     def prompt_text(self, messages: list[dict[str, Any]]) -> str:
         """The exact prompt string the model sees (the checkpoint's own chat template)."""

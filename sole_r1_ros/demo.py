@@ -25,7 +25,7 @@ from sole_r1_ros.synth.episodes import generate_episode
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sole-r1-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="output folder (replaced)")
-    parser.add_argument("--task", default="push", help="synthetic task kind (push | reach | stack)")
+    parser.add_argument("--task", default="push", help="synthetic task kind (push | reach | place | stack)")
     parser.add_argument("--outcome", default="success", help="success | failure | partial_regression | wrong_object | hover | occlusion")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=60)

@@ -54,6 +54,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "align_tolerance": (0.05, "max stamp difference (s) between a camera's frame and the reference"),
     "max_frame_age": (2.0, "rate mode: frames older than this (s, node clock) are stale"),
     "request_queue_size": (16, "request mode: pending requests beyond this are answered with a failure"),
+    "time_jump_back": (1.0, "s; a reference stamp this far behind the newest (bag loop) starts a new episode"),
     "diagnostics_period": (1.0, "seconds between /diagnostics messages"),
     "model.path": ("", "checkpoint directory; empty = the built-in default model"),
     "model.device": ("auto", "auto | cpu | cuda | cuda:N"),
@@ -131,6 +132,7 @@ class RewardNode(Node):
         worker_config = WorkerConfig(
             mode=p("mode"), period_s=p("period"), align_tolerance_s=p("align_tolerance"),
             max_frame_age_s=p("max_frame_age"), request_queue_size=p("request_queue_size"),
+            time_jump_back_s=p("time_jump_back"),
         )
         self.max_goal_chars = p("max_goal_chars")
 
@@ -201,14 +203,11 @@ class RewardNode(Node):
 
     # --- inputs --------------------------------------------------------------------------
     def _image_callback(self, role: str):  # noqa: ANN202 - a closure per camera
-        push = self.selector.push
+        push = self.worker.push_frame
         clock = self.get_clock()
-        wake = self.worker.wake if self.worker.config.mode == "rate" else None
 
         def callback(msg: Image | CompressedImage) -> None:
             push(role, stamp_to_ns(msg.header.stamp), msg, clock.now().nanoseconds)
-            if wake is not None:
-                wake()
 
         return callback
 
@@ -243,7 +242,7 @@ class RewardNode(Node):
         if result.publishes_progress and e is not None:
             self.pub_progress.publish(Float32(data=float(e.progress)))
             self.pub_reward.publish(Float32(data=float(result.reward if result.reward is not None else math.nan)))
-            self.pub_reasoning.publish(String(data=e.reasoning))
+            self.pub_reasoning.publish(String(data=result.reasoning))
         self.pub_estimate.publish(String(data=result.to_json()))
         if result.status not in ("ok", "first_frame"):
             self.get_logger().warning(f"estimate {result.status}: {result.detail}", throttle_duration_sec=2.0)
@@ -272,6 +271,7 @@ class RewardNode(Node):
             "estimates": stats.estimates, "last_latency_s": f"{stats.last_latency_s:.3f}",
             "parse_failures": stats.parse_failures, "model_errors": stats.model_errors,
             "queue_depth": self.worker.queue_depth(), "queue_overflows": stats.queue_overflows,
+            "time_jumps": stats.time_jumps,
             **{f"selection_failures.{k}": v for k, v in stats.selection_failures.items()},
             **{f"decode_errors.{k}": v for k, v in stats.decode_errors.items()},
         }))

@@ -47,6 +47,7 @@ class WorkerConfig:
     max_frame_age_s: float = 2.0
     request_queue_size: int = 16
     max_decode_pixels: int = 33_177_600
+    time_jump_back_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -81,11 +82,14 @@ class RewardResult:
         defined start) produced one; a parse failure carries the previous value forward."""
         return self.estimate is not None and self.estimate.status in ("ok", "first_frame", "parse_failed")
 
+    @property
+    def reasoning(self) -> str:
+        """The model's reasoning, bounded to ``MAX_REASONING_CHARS``."""
+        text = self.estimate.reasoning if self.estimate else ""
+        return text[:MAX_REASONING_CHARS]
+
     def to_dict(self) -> dict[str, Any]:
         e = self.estimate
-        reasoning = e.reasoning if e else ""
-        if len(reasoning) > MAX_REASONING_CHARS:
-            reasoning = reasoning[:MAX_REASONING_CHARS]
         return {
             "schema": ESTIMATE_SCHEMA,
             "status": self.status,
@@ -103,7 +107,7 @@ class RewardResult:
             "percent": e.percent if self.publishes_progress and e else None,
             "prev_percent": e.prev_percent if e else None,
             "reward": self.reward,
-            "reasoning": reasoning,
+            "reasoning": self.reasoning,
             "parse_status": e.parse_status if e else None,
             "error": e.error if e else None,
             "timings": dict(e.timings) if e else {},
@@ -137,6 +141,7 @@ class WorkerStats:
     selection_failures: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
     decode_errors: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
     queue_overflows: int = 0
+    time_jumps: int = 0
     last_latency_s: float = 0.0
     last_failure: str = ""
     busy: bool = False
@@ -223,6 +228,23 @@ class RewardWorker:
                 detail=f"request queue full ({self.config.request_queue_size}); request dropped unanswered by the model",
                 request_id=request_id, requested_stamp_ns=stamp_ns, goal=self.goal, episode_id=self.episode_id,
             ))
+
+    def push_frame(self, role: str, stamp_ns: int, msg: Any, received_ns: int) -> None:
+        """Store a raw camera message (cheap: no decoding). A reference-camera stamp more than
+        ``time_jump_back_s`` behind the newest one means time jumped back (a bag loop, a restarted
+        clock): buffered frames are dropped and a new episode starts with the same goal."""
+        if role == self.selector.reference_role:
+            newest = self.selector.buffer(role).peek_latest()
+            if newest is not None and newest.stamp_ns - stamp_ns > self.config.time_jump_back_s * 1e9:
+                LOG.warning("time jumped back by %.3f s on '%s': new episode", (newest.stamp_ns - stamp_ns) / 1e9, role)
+                with self._lock:
+                    self.selector.clear()
+                    self.stats.time_jumps += 1
+                    if self._slot is not None:
+                        self._new_episode(self._slot.episode.goal)
+        self.selector.push(role, stamp_ns, msg, received_ns)
+        if self.config.mode == "rate":
+            self.wake()
 
     def queue_depth(self) -> int:
         with self._lock:

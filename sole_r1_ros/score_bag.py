@@ -257,7 +257,7 @@ def run(plan: Plan, args: argparse.Namespace, partial: Path) -> tuple[list[dict[
                 if m.topic == plan.ground_truth_topic:
                     ground_truth[m.log_time_ns] = float(m.msg.data)
                     continue
-                selector.push(topic_role[m.topic], stamp_to_ns(m.msg.header.stamp), m.msg, m.log_time_ns)
+                worker.push_frame(topic_role[m.topic], stamp_to_ns(m.msg.header.stamp), m.msg, m.log_time_ns)
                 if worker.run_pending() and show:
                     _progress_bar((m.log_time_ns - start) / max(1, end - start), len(results))
             now[0] = end + int(1e9 * (args.align_tolerance + 1))

@@ -146,6 +146,7 @@ class ProgressScorer:
         self.protocol = protocol
         self.generation = generation or protocol.generation
         self.from_zero = from_zero
+        self._escape = getattr(model, "escape_special_text", None) or (lambda text: text)
 
     def new_episode(self, goal: str, roles: Sequence[str]) -> Episode:
         return Episode(goal=goal, roles=tuple(roles))
@@ -174,7 +175,8 @@ class ProgressScorer:
             image = compose(episode.first.views, previous.views if previous else None, current.views,
                             episode.roles, self.protocol.layout)
             prev = None if self.from_zero else episode.prev_percent
-            conversation = self.protocol.templates.messages(episode.goal, prev, n_views=len(episode.roles))
+            goal = self._escape(episode.goal)
+            conversation = self.protocol.templates.messages(goal, prev, n_views=len(episode.roles))
             pending.append((index, _Pending(episode, current, image, conversation, time.perf_counter() - t0)))
         if pending:
             for index, estimate in zip((i for i, _ in pending), self._run([p for _, p in pending])):

@@ -199,3 +199,21 @@ def test_rate_schedule_rules() -> None:
     assert s.due(sel, 1101) == 1100
     s.reset()
     assert s.due(sel, 1101) == 1100
+
+
+def test_time_jumping_back_starts_a_new_episode() -> None:
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
+    rig.worker.set_goal("g")
+    for t in (0, 100, 200, 3000):
+        rig.worker.push_frame("external", t * MS, image(t * MS), t * MS)
+        rig.worker.push_frame("wrist", t * MS, image(t * MS), t * MS)
+        rig.now = t * MS
+        rig.worker.run_pending()
+    episode = rig.worker.episode_id
+    rig.now = 10 * MS  # the bag loops: /clock and stamps restart at 0
+    for role in ROLES:
+        rig.worker.push_frame(role, 0, image(0), rig.now)
+    rig.worker.run_pending()
+    assert rig.worker.episode_id != episode and rig.worker.stats.time_jumps == 1
+    assert rig.results[-1].status == "first_frame" and rig.results[-1].estimate.stamp_ns == 0
+    assert len(rig.selector.buffer("external")) == 1  # frames from before the jump were dropped
