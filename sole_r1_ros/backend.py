@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -156,6 +157,7 @@ class TransformersBackend:
             if options.max_pixels:
                 image_processor.size["longest_edge"] = options.max_pixels
         self._torch = torch
+        self._cancel = threading.Event()
         tokenizer = self.processor.tokenizer
         added = set(getattr(tokenizer, "all_special_tokens", [])) | set(tokenizer.get_added_vocab())
         self._added_tokens = sorted((t for t in added if len(t) > 1), key=len, reverse=True)
@@ -206,6 +208,7 @@ class TransformersBackend:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs["stopping_criteria"] = self._stopping_criteria()
         tokenizer = self.processor.tokenizer
         kwargs["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         try:
@@ -232,6 +235,21 @@ class TransformersBackend:
             n_new = int((generated != kwargs["pad_token_id"]).sum()) if kwargs["pad_token_id"] is not None else len(generated)
             results.append(Generation(text=reply, prompt_tokens=int(attention[row].sum()), new_tokens=n_new))
         return results
+
+    def cancel(self) -> None:
+        """Make a generation in flight (and later ones) stop at the next token: for fast shutdown."""
+        self._cancel.set()
+
+    def _stopping_criteria(self) -> Any:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        cancel, torch = self._cancel, self._torch
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        return StoppingCriteriaList([_Cancelled()])
 
     def close(self) -> None:
         """Free the model (and GPU memory)."""

@@ -283,9 +283,9 @@ class RewardNode(Node):
         self.pub_diagnostics.publish(array)
 
     def shutdown(self) -> None:
-        """Stop the worker (it finishes the step in flight)."""
-        if not self.worker.stop(timeout_s=10.0):
-            self.get_logger().error("inference thread did not stop within 10 s")
+        """Stop the worker; a generation in flight is cut at the next token."""
+        if not self.worker.stop(timeout_s=1.5):
+            self.get_logger().error("inference thread did not stop within 1.5 s; exiting without it")
 
 
 def main(args: Sequence[str] | None = None) -> int:

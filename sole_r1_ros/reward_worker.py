@@ -179,10 +179,14 @@ class RewardWorker:
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> bool:
-        """Ask the thread to finish the step in flight and exit; True when it has."""
+        """Stop the thread: a generation in flight is cut short (when the model supports
+        ``cancel``) and nothing more is emitted. True when the thread has ended."""
         with self._lock:
             self._stop = True
             self._lock.notify_all()
+        cancel = getattr(self.scorer.model, "cancel", None)
+        if cancel is not None:
+            cancel()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         return not self._thread.is_alive()
@@ -298,7 +302,9 @@ class RewardWorker:
         finally:
             with self._lock:
                 self.stats.busy = False
-        if result is not None:
+        with self._lock:
+            stopping = self._stop
+        if result is not None and not stopping:
             self.emit(result)
 
     def _wait_s(self) -> float:
