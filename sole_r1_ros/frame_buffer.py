@@ -44,10 +44,14 @@ class CameraBuffer:
         (they are still inserted in stamp order).
     """
 
-    def __init__(self, maxlen: int, *, name: str = "") -> None:
+    def __init__(self, maxlen: int, *, name: str = "", max_bytes: int | None = None) -> None:
         if maxlen < 1:
             raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.name = name
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._frames: deque[StampedFrame] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._considered_ns: int | None = None
@@ -84,6 +88,15 @@ class CameraBuffer:
             self._insert(frame)
 
     def _insert(self, frame: StampedFrame) -> None:
+        self._insert_bounded(frame)
+        if self.max_bytes is not None:
+            self._bytes = sum(_size_of(f) for f in self._frames)
+            while self._bytes > self.max_bytes and len(self._frames) > 1:
+                oldest = self._frames.popleft()
+                self._bytes -= _size_of(oldest)
+                self._evict(oldest)
+
+    def _insert_bounded(self, frame: StampedFrame) -> None:
         frames = self._frames
         self.received += 1
         if self._last_received_ns is None or frame.received_ns >= self._last_received_ns:
@@ -159,6 +172,7 @@ class CameraBuffer:
             frames = self._frames
             return {
                 "len": len(frames),
+                "bytes": sum(_size_of(f) for f in frames),
                 "maxlen": frames.maxlen,
                 "received": self.received,
                 "evicted": self.evicted,
@@ -168,6 +182,11 @@ class CameraBuffer:
                 "newest_stamp_ns": frames[-1].stamp_ns if frames else None,
                 "last_received_ns": self._last_received_ns,
             }
+
+
+def _size_of(frame: StampedFrame) -> int:
+    data = getattr(frame.msg, "data", None)
+    return len(data) if data is not None else 0
 
 
 def _stamp_of(frame: StampedFrame) -> int:
@@ -220,12 +239,13 @@ class FrameSelector:
         self._roles = tuple(self._buffers)
 
     @classmethod
-    def create(cls, roles: Iterable[str], maxlen: int) -> FrameSelector:
-        """Build a selector with one fresh :class:`CameraBuffer` per role."""
+    def create(cls, roles: Iterable[str], maxlen: int, *, max_bytes: int | None = None) -> FrameSelector:
+        """Build a selector with one fresh :class:`CameraBuffer` per role (each bounded by
+        ``maxlen`` frames and, optionally, ``max_bytes`` of message data)."""
         roles = list(roles)
         if len(set(roles)) != len(roles):
             raise ValueError(f"duplicate roles in {roles}")
-        return cls({role: CameraBuffer(maxlen, name=role) for role in roles})
+        return cls({role: CameraBuffer(maxlen, name=role, max_bytes=max_bytes) for role in roles})
 
     @property
     def roles(self) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "image_qos.reliability": ("best_effort", "best_effort (sensor data; matches any camera driver) or reliable"),
     "image_qos.depth": (5, "subscription queue depth for images"),
     "buffer_size": (30, "raw frames kept per camera (memory bound)"),
+    "buffer_max_mb": (256, "message data kept per camera, MiB (bounds memory for huge frames)"),
     "goal": ("", "initial task description; also settable at runtime (starts a new episode)"),
     "max_goal_chars": (1000, "longer goals are rejected"),
     "mode": ("rate", "rate: score the freshest frames every `period` s; request: score on ~/request"),
@@ -147,7 +148,7 @@ class RewardNode(Node):
         self.pub_estimate = self.create_publisher(String, "~/estimate", 10)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self.selector = FrameSelector.create(self.roles, p("buffer_size"))
+        self.selector = FrameSelector.create(self.roles, p("buffer_size"), max_bytes=p("buffer_max_mb") << 20)
         self.worker = RewardWorker(
             scorer, self.selector, config=worker_config, reward_config=reward_config,
             clock=lambda: self.get_clock().now().nanoseconds, emit=self._publish,

@@ -231,7 +231,7 @@ def run(plan: Plan, args: argparse.Namespace, partial: Path) -> tuple[list[dict[
     model = JournaledModel(scorer.model, journal, replies)
     scorer.model = model
     roles = list(plan.cameras)
-    selector = FrameSelector.create(roles, maxlen=args.buffer_size)
+    selector = FrameSelector.create(roles, maxlen=args.buffer_size, max_bytes=256 << 20)
     results: list[RewardResult] = []
     now = [0]
     worker = RewardWorker(scorer, selector, config=worker_config, reward_config=reward_config,

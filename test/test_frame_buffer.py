@@ -396,3 +396,18 @@ def test_thread_safety_smoke() -> None:
         assert st["received"] == st["len"] + st["evicted"]
         assert st["dropped_by_overflow"] <= st["evicted"]
         assert st["len"] == min(8, count)
+
+
+def test_byte_budget_bounds_memory_for_huge_frames() -> None:
+    from types import SimpleNamespace
+
+    from sole_r1_ros.frame_buffer import CameraBuffer
+
+    buf = CameraBuffer(30, name="cam", max_bytes=250)
+    for i in range(10):
+        buf.push(i, SimpleNamespace(data=b"x" * 100), i)
+    assert len(buf) == 2 and buf.stats()["bytes"] == 200
+    assert buf.evicted == 8 and buf.latest().stamp_ns == 9
+    giant = CameraBuffer(30, max_bytes=10)
+    giant.push(0, SimpleNamespace(data=b"x" * 1000), 0)
+    assert len(giant) == 1  # the newest frame is always kept, whatever its size
