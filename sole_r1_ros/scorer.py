@@ -38,6 +38,10 @@ def validate_goal(goal: object, *, max_chars: int = MAX_GOAL_CHARS) -> str:
         raise GoalError("goal is empty")
     if len(text) > max_chars:
         raise GoalError(f"goal has {len(text)} characters; the limit is {max_chars}")
+    if "\ufffd" in text:
+        raise GoalError("goal is not valid UTF-8 (rclpy replaced undecodable bytes with U+FFFD)")
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
+        raise GoalError("goal contains control characters")
     return text
 
 

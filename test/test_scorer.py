@@ -116,7 +116,7 @@ def test_missing_view_is_a_clear_error() -> None:
         scorer.score(ep, 1, {"external": views(0)["external"]})
 
 
-@pytest.mark.parametrize("goal", ["", "   ", None, "x" * 1001])
+@pytest.mark.parametrize("goal", ["", "   ", None, "x" * 1001, "push the \ufffd block", "stop\x00now", b"bytes"])
 def test_bad_goals(goal: object) -> None:
     with pytest.raises(GoalError):
         validate_goal(goal)
