@@ -217,3 +217,24 @@ def test_time_jumping_back_starts_a_new_episode() -> None:
     assert rig.worker.episode_id != episode and rig.worker.stats.time_jumps == 1
     assert rig.results[-1].status == "first_frame" and rig.results[-1].estimate.stamp_ns == 0
     assert len(rig.selector.buffer("external")) == 1  # frames from before the jump were dropped
+
+
+def test_goal_flood_keeps_one_episode_and_the_last_goal() -> None:
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
+    for i in range(2000):
+        rig.worker.set_goal(f"goal {i}")
+    rig.frame(0)
+    assert rig.worker.goal == "goal 1999"
+    assert [(r.status, r.estimate.goal) for r in rig.results] == [("first_frame", "goal 1999")]
+
+
+def test_reasoning_is_length_bounded() -> None:
+    from sole_r1_ros.reward_worker import MAX_REASONING_CHARS
+
+    rig = Rig(ScriptedModel(default="<think>" + "x" * 50_000 + "</think><answer>5%</answer>"))
+    rig.worker.set_goal("g")
+    rig.frame(0)
+    rig.frame(100)
+    result = rig.results[-1]
+    assert len(result.estimate.reasoning) == 50_000  # kept whole in the estimate object
+    assert len(result.reasoning) == MAX_REASONING_CHARS == len(json.loads(result.to_json())["reasoning"])
