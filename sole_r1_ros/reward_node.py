@@ -239,6 +239,8 @@ class RewardNode(Node):
     # --- outputs -------------------------------------------------------------------------
     def _publish(self, result: RewardResult) -> None:
         """Called from the worker thread, once per result, always in the same order."""
+        if not self.context.ok():
+            return  # SIGINT shut the context down while this step ran: publishing would raise
         e = result.estimate
         if result.publishes_progress and e is not None:
             self.pub_progress.publish(Float32(data=float(e.progress)))

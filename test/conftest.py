@@ -30,3 +30,13 @@ def tiny_model_dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
         family: tiny_model_dir if family == "qwen3_vl" else build_tiny_model(root / family, family, seed=0)
         for family in SUPPORTED_FAMILIES
     }
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bigger random-weight Qwen3-VL (hidden 512, 8 layers, ~20 M parameters): one 200-token
+    step takes seconds on a CPU, long enough to observe the reward node while it is busy."""
+    from sole_r1_ros.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("slow_model") / "qwen3_vl_h512_l8", "qwen3_vl",
+                            seed=0, hidden_size=512, num_layers=8)
