@@ -46,6 +46,7 @@ class ModelOptions:
     trust_remote_code: bool = False
     min_pixels: int | None = None  # override the processor's image token budget
     max_pixels: int | None = None
+    cpu_threads: int = 0  # > 0: torch intra-op threads on CPU (leave cores for the ROS executor)
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,8 @@ class TransformersBackend:
             raise
         except Exception as err:  # noqa: BLE001 - transformers raises many types for a bad checkpoint
             raise ModelLoadError(f"failed to load model from '{path}': {type(err).__name__}: {err}") from err
+        if self.device == "cpu" and options.cpu_threads > 0:
+            torch.set_num_threads(options.cpu_threads)
         self.model.to(self.device)
         self.model.eval()
         self.processor.tokenizer.padding_side = "left"

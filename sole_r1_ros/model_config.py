@@ -40,6 +40,7 @@ class ScorerSettings:
     seed: int = -1  # -1: unseeded
     min_pixels: int = 0  # 0: the processor's own
     max_pixels: int = 0
+    cpu_threads: int = 0  # 0: torch's default
 
 
 def default_model_dir() -> Path:
@@ -91,6 +92,7 @@ def build_scorer(settings: ScorerSettings) -> ProgressScorer:
             trust_remote_code=settings.trust_remote_code,
             min_pixels=settings.min_pixels or None,
             max_pixels=settings.max_pixels or None,
+            cpu_threads=settings.cpu_threads,
         )
     )
     return ProgressScorer(
@@ -116,6 +118,7 @@ def add_scorer_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=-1)
     g.add_argument("--min-pixels", type=int, default=0)
     g.add_argument("--max-pixels", type=int, default=0)
+    g.add_argument("--cpu-threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ScorerSettings:
@@ -124,4 +127,5 @@ def settings_from_args(args: argparse.Namespace) -> ScorerSettings:
         trust_remote_code=args.trust_remote_code, prompt_config=args.prompt_config, from_zero=args.from_zero,
         greedy=args.greedy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k, seed=args.seed, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+        cpu_threads=args.cpu_threads,
     )

@@ -72,6 +72,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "model.seed": (-1, "sampling seed; -1 = unseeded"),
     "model.min_pixels": (0, "0 = processor default"),
     "model.max_pixels": (0, "0 = processor default"),
+    "model.cpu_threads": (0, "torch threads when running on CPU; 0 = torch default"),
     "reward.mode": ("progress", "progress (paper) | delta | potential"),
     "reward.gamma": (0.99, "discount for potential-based shaping"),
     "reward.smoothing": ("none", "none | ema | median"),
@@ -120,7 +121,7 @@ class RewardNode(Node):
             prompt_config=p("model.prompt_config"), from_zero=p("model.from_zero"), greedy=p("model.greedy"),
             max_new_tokens=p("model.max_new_tokens"), temperature=p("model.temperature"), top_p=p("model.top_p"),
             top_k=p("model.top_k"), seed=p("model.seed"), min_pixels=p("model.min_pixels"),
-            max_pixels=p("model.max_pixels"),
+            max_pixels=p("model.max_pixels"), cpu_threads=p("model.cpu_threads"),
         )
         threshold = p("reward.success_threshold")
         reward_config = RewardConfig(
