@@ -26,12 +26,12 @@ def iter_frames(source: str | Path, *, fps: float | None = None) -> Iterator[tup
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise MediaError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder '{path}'")
-        period_ns = int(round(1e9 / (fps or 1.0)))
+        rate = fps or 1.0
         for index, file in enumerate(files):
             bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise MediaError(f"cannot decode image '{file}'")
-            yield index * period_ns, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield round(index * 1e9 / rate), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return
     if not path.is_file():
         raise MediaError(f"'{path}' is neither a video file nor a folder of images")
@@ -42,13 +42,12 @@ def iter_frames(source: str | Path, *, fps: float | None = None) -> Iterator[tup
         rate = fps or capture.get(cv2.CAP_PROP_FPS) or 0.0
         if rate <= 0:
             raise MediaError(f"video '{path}' has no frame rate; pass fps")
-        period_ns = int(round(1e9 / rate))
         index = 0
         while True:
             ok, bgr = capture.read()
             if not ok:
                 break
-            yield index * period_ns, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            yield round(index * 1e9 / rate), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
         if index == 0:
             raise MediaError(f"video '{path}' has no decodable frames")
