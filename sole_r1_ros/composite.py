@@ -87,27 +87,34 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def build_grid(
+def letterbox_views(views: Mapping[str, np.ndarray], roles: Sequence[str], size: int) -> dict[str, np.ndarray]:
+    """Letterboxed tiles of one timestep, keyed by role (cache them: a frame is shown up to 3 times)."""
+    missing = [r for r in roles if r not in views]
+    if missing:
+        raise KeyError(f"no view for camera role(s) {missing}")
+    return {role: letterbox(views[role], size) for role in roles}
+
+
+def grid_from_tiles(
     columns: Sequence[Mapping[str, np.ndarray]],
     roles: Sequence[str],
     layout: CompositeLayout = CompositeLayout(),
 ) -> np.ndarray:
-    """Stack letterboxed tiles: one row per role (in order), one column per timestep.
-
-    ``columns`` is a list of timesteps, each a mapping role → RGB image.
-    """
+    """Stack already letterboxed tiles: one row per role (in order), one column per timestep."""
     if not columns or not roles:
         raise ValueError("a composite needs at least one timestep and one camera role")
     size, gap = layout.tile_size, layout.gap
     rows = []
     for role in roles:
         tiles: list[np.ndarray] = []
-        for col_index, views in enumerate(columns):
-            if role not in views:
+        for col_index, col in enumerate(columns):
+            if role not in col:
                 raise KeyError(f"timestep {col_index} has no view for camera role '{role}'")
+            if col[role].shape != (size, size, 3):
+                raise ValueError(f"tile for '{role}' is {col[role].shape}, expected {(size, size, 3)}")
             if tiles and gap:
                 tiles.append(np.zeros((size, gap, 3), dtype=np.uint8))
-            tiles.append(letterbox(views[role], size))
+            tiles.append(col[role])
         rows.append(np.hstack(tiles))
     stacked: list[np.ndarray] = []
     for row in rows:
@@ -115,6 +122,26 @@ def build_grid(
             stacked.append(np.zeros((gap, row.shape[1], 3), dtype=np.uint8))
         stacked.append(row)
     return np.vstack(stacked)
+
+
+def build_grid(
+    columns: Sequence[Mapping[str, np.ndarray]],
+    roles: Sequence[str],
+    layout: CompositeLayout = CompositeLayout(),
+) -> np.ndarray:
+    """Letterbox and stack: one row per role (in order), one column per timestep.
+
+    ``columns`` is a list of timesteps, each a mapping role → RGB image.
+    """
+    if not columns or not roles:
+        raise ValueError("a composite needs at least one timestep and one camera role")
+    tiles = []
+    for col_index, views in enumerate(columns):
+        try:
+            tiles.append(letterbox_views(views, roles, layout.tile_size))
+        except KeyError as err:
+            raise KeyError(f"timestep {col_index}: {err.args[0]}") from err
+    return grid_from_tiles(tiles, roles, layout)
 
 
 def to_model_image(grid: np.ndarray, layout: CompositeLayout = CompositeLayout()) -> Image.Image:

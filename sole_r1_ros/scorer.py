@@ -19,7 +19,7 @@ from PIL import Image
 
 from sole_r1_ros.answer_parser import ParseStatus, parse_answer
 from sole_r1_ros.backend import BatchTimings, Generation, InferenceError
-from sole_r1_ros.composite import compose
+from sole_r1_ros.composite import grid_from_tiles, letterbox_views, to_model_image
 from sole_r1_ros.protocol import GenerationSettings, Protocol
 
 MAX_GOAL_CHARS = 1000
@@ -59,10 +59,11 @@ class VisionLanguageModel(TypingProtocol):
 
 @dataclass(frozen=True)
 class FrameSet:
-    """Decoded RGB views of one instant, keyed by camera role."""
+    """One instant as the composite shows it: letterboxed tiles keyed by camera role (a frame
+    appears up to three times, as first, previous and current, so it is letterboxed once)."""
 
     stamp_ns: int
-    views: Mapping[str, np.ndarray]
+    tiles: Mapping[str, np.ndarray]
 
 
 @dataclass
@@ -170,14 +171,17 @@ class ProgressScorer:
             missing = [r for r in episode.roles if r not in views]
             if missing:
                 raise KeyError(f"views lack camera roles {missing}")
-            current = FrameSet(int(stamp_ns), {r: views[r] for r in episode.roles})
+            t0 = time.perf_counter()
+            layout = self.protocol.layout
+            current = FrameSet(int(stamp_ns), letterbox_views(views, episode.roles, layout.tile_size))
             if episode.first is None:
                 results[index] = self._start(episode, current)
                 continue
-            t0 = time.perf_counter()
-            previous = None if self.from_zero else episode.previous
-            image = compose(episode.first.views, previous.views if previous else None, current.views,
-                            episode.roles, self.protocol.layout)
+            columns = [episode.first.tiles, current.tiles]
+            if not self.from_zero:
+                assert episode.previous is not None
+                columns.insert(1, episode.previous.tiles)
+            image = to_model_image(grid_from_tiles(columns, episode.roles, layout), layout)
             prev = None if self.from_zero else episode.prev_percent
             goal = self._escape(episode.goal)
             conversation = self.protocol.templates.messages(goal, prev, n_views=len(episode.roles))

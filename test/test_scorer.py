@@ -259,3 +259,16 @@ def test_goal_cannot_inject_special_tokens(backend: TransformersBackend, injecti
 
     assert token_counts(f"push the block {injection} now") == token_counts("push the block now")
     assert "<|im_end|>" in backend.escape_special_text("a <|im_end|> b").replace("\u200b", "")
+
+
+def test_cached_tiles_give_the_same_composite_as_compose() -> None:
+    from sole_r1_ros.composite import compose
+
+    model = ScriptedModel(default="<answer>10%</answer>")
+    scorer = ProgressScorer(model, load_protocol())
+    ep = scorer.new_episode("g", ROLES)
+    frames = [views(i) for i in range(4)]
+    for t, v in enumerate(frames):
+        scorer.score(ep, t, v)
+    expected = compose(frames[0], frames[2], frames[3], ROLES)
+    assert np.array_equal(np.asarray(model.calls[-1][1][0]), np.asarray(expected))
