@@ -90,11 +90,8 @@ class CameraBuffer:
     def _insert(self, frame: StampedFrame) -> None:
         self._insert_bounded(frame)
         if self.max_bytes is not None:
-            self._bytes = sum(_size_of(f) for f in self._frames)
             while self._bytes > self.max_bytes and len(self._frames) > 1:
-                oldest = self._frames.popleft()
-                self._bytes -= _size_of(oldest)
-                self._evict(oldest)
+                self._evict(self._frames.popleft(), buffered=True)
 
     def _insert_bounded(self, frame: StampedFrame) -> None:
         frames = self._frames
@@ -103,19 +100,23 @@ class CameraBuffer:
             self._last_received_ns = frame.received_ns
         if not frames or frame.stamp_ns >= frames[-1].stamp_ns:
             if len(frames) == frames.maxlen:
-                self._evict(frames[0])
+                self._evict(frames.popleft(), buffered=True)
             frames.append(frame)
+            self._bytes += _size_of(frame)
             return
         self.out_of_order += 1
         if len(frames) == frames.maxlen:
             if frame.stamp_ns < frames[0].stamp_ns:
-                self._evict(frame)
+                self._evict(frame, buffered=False)
                 return
-            self._evict(frames.popleft())
+            self._evict(frames.popleft(), buffered=True)
         index = bisect_right(frames, frame.stamp_ns, key=_stamp_of)
         frames.insert(index, frame)
+        self._bytes += _size_of(frame)
 
-    def _evict(self, frame: StampedFrame) -> None:
+    def _evict(self, frame: StampedFrame, *, buffered: bool) -> None:
+        if buffered:
+            self._bytes -= _size_of(frame)
         self.evicted += 1
         if self._considered_ns is None or frame.stamp_ns > self._considered_ns:
             self.dropped_by_overflow += 1
@@ -165,6 +166,7 @@ class CameraBuffer:
         """Drop all buffered frames (counters and ``last_received_ns`` are kept)."""
         with self._lock:
             self._frames.clear()
+            self._bytes = 0
 
     def stats(self) -> dict[str, Any]:
         """Counters and buffer state for diagnostics."""
@@ -172,7 +174,7 @@ class CameraBuffer:
             frames = self._frames
             return {
                 "len": len(frames),
-                "bytes": sum(_size_of(f) for f in frames),
+                "bytes": self._bytes,
                 "maxlen": frames.maxlen,
                 "received": self.received,
                 "evicted": self.evicted,

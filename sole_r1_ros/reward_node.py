@@ -7,6 +7,7 @@ topics are relative (remap them); the node's own outputs live under ``~/``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -26,6 +27,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty, Float32, Header, String
 
@@ -37,6 +39,7 @@ from sole_r1_ros.protocol import ProtocolError
 from sole_r1_ros.reward import RewardConfig
 from sole_r1_ros.reward_worker import RewardResult, RewardWorker, WorkerConfig
 from sole_r1_ros.scorer import GoalError, validate_goal
+from sole_r1_ros.serialized import SerializedMessage, SerializedMessageError, header_stamp_ns
 
 NODE_NAME = "sole_r1_reward"
 TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
@@ -45,7 +48,7 @@ TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "cameras": (["external", "wrist"], "camera roles, in composite row order (first = top row and time reference)"),
     "image_qos.reliability": ("best_effort", "best_effort (sensor data; matches any camera driver) or reliable"),
-    "image_qos.depth": (5, "subscription queue depth for images"),
+    "image_qos.depth": (10, "subscription queue depth for images (raise it for reliable multi-camera rigs)"),
     "buffer_size": (30, "raw frames kept per camera (memory bound)"),
     "buffer_max_mb": (256, "message data kept per camera, MiB (bounds memory for huge frames)"),
     "goal": ("", "initial task description; also settable at runtime (starts a new episode)"),
@@ -157,7 +160,8 @@ class RewardNode(Node):
         image_qos = self._image_qos()
         for role in self.roles:
             topic = p(f"camera.{role}.topic")
-            self.create_subscription(TRANSPORTS[transports[role]], topic, self._image_callback(role), image_qos)
+            msg_type = TRANSPORTS[transports[role]]
+            self.create_subscription(msg_type, topic, self._image_callback(role, msg_type), image_qos, raw=True)
             self.get_logger().info(f"camera '{role}': {self.resolve_topic_name(topic)} ({transports[role]})")
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
@@ -204,12 +208,20 @@ class RewardNode(Node):
         return SetParametersResult(successful=True)
 
     # --- inputs --------------------------------------------------------------------------
-    def _image_callback(self, role: str):  # noqa: ANN202 - a closure per camera
+    def _image_callback(self, role: str, msg_type: type):  # noqa: ANN202 - a closure per camera
+        """Raw subscription callback: store the serialized bytes and the header stamp; only the
+        frames that get scored are deserialized (in the inference thread)."""
         push = self.worker.push_frame
         clock = self.get_clock()
+        deserialize = functools.partial(deserialize_message, message_type=msg_type)
 
-        def callback(msg: Image | CompressedImage) -> None:
-            push(role, stamp_to_ns(msg.header.stamp), msg, clock.now().nanoseconds)
+        def callback(data: bytes) -> None:
+            try:
+                stamp = header_stamp_ns(data)
+            except SerializedMessageError as err:
+                self.worker.reject_frame(role, "bad_message", str(err))
+                return
+            push(role, stamp, SerializedMessage(data, deserialize), clock.now().nanoseconds)
 
         return callback
 

@@ -28,6 +28,7 @@ from sole_r1_ros.frame_buffer import FrameSelector, Selection
 from sole_r1_ros.image_codec import ImageDecodeError, decode_any
 from sole_r1_ros.reward import RewardConfig, RewardMapper
 from sole_r1_ros.schedule import RateSchedule
+from sole_r1_ros.serialized import materialize
 from sole_r1_ros.scorer import Episode, Estimate, GoalError, ProgressScorer, validate_goal
 
 LOG = logging.getLogger(__name__)
@@ -250,6 +251,12 @@ class RewardWorker:
         if self.config.mode == "rate":
             self.wake()
 
+    def reject_frame(self, role: str, reason: str, detail: str) -> None:
+        """Count a message that could not even be stored (e.g. unreadable header)."""
+        with self._lock:
+            self.stats.decode_errors[reason] += 1
+            self.stats.last_failure = f"decode_error:{role}: {detail}"
+
     def queue_depth(self) -> int:
         with self._lock:
             return len(self._requests)
@@ -345,7 +352,11 @@ class RewardWorker:
         views: dict[str, np.ndarray] = {}
         for role, frame in selection.frames.items():
             try:
-                views[role] = decode_any(frame.msg, max_pixels=cfg.max_decode_pixels)
+                try:
+                    msg = materialize(frame.msg)
+                except Exception as err:  # noqa: BLE001 - any deserializer failure is a bad message
+                    raise ImageDecodeError("bad_message", f"cannot deserialize: {type(err).__name__}: {err}") from err
+                views[role] = decode_any(msg, max_pixels=cfg.max_decode_pixels)
             except ImageDecodeError as err:
                 with self._lock:
                     self.stats.decode_errors[err.reason] += 1

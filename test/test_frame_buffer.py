@@ -411,3 +411,19 @@ def test_byte_budget_bounds_memory_for_huge_frames() -> None:
     giant = CameraBuffer(30, max_bytes=10)
     giant.push(0, SimpleNamespace(data=b"x" * 1000), 0)
     assert len(giant) == 1  # the newest frame is always kept, whatever its size
+
+
+def test_byte_total_stays_exact_under_random_pushes() -> None:
+    import random
+    from types import SimpleNamespace
+
+    from sole_r1_ros.frame_buffer import CameraBuffer
+
+    rng = random.Random(0)
+    buf = CameraBuffer(7, max_bytes=3000)
+    for i in range(2000):
+        buf.push(rng.randrange(0, 5000), SimpleNamespace(data=b"x" * rng.randrange(1, 900)), i)
+        assert buf.stats()["bytes"] == sum(len(f.msg.data) for f in buf.snapshot())
+        assert buf.stats()["bytes"] <= 3000 or len(buf) == 1
+    buf.clear()
+    assert buf.stats()["bytes"] == 0
