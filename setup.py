@@ -18,8 +18,9 @@ setup(
         (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
         (f"share/{PACKAGE}/config/prompts", glob("config/prompts/*.yaml")),
     ],
+    package_data={PACKAGE: ["data/default_model/*"]},
     install_requires=["setuptools"],
-    zip_safe=True,
+    zip_safe=False,  # the default model is loaded from a real directory
     maintainer="sole_r1_ros maintainers",
     maintainer_email="maintainers@sole-r1-ros.invalid",
     description="A video-language model as the sole reward for on-robot RL (SOLE-R1) in ROS 2.",

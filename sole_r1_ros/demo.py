@@ -4,9 +4,10 @@ offline with the default model, print the table and write the plot.
     make demo                     # or: sole-r1-demo --out demo_output
     sole-r1-demo --model /ckpt/SOLE-R1-8B --outcome wrong_object
 
-Until a trained default model ships, the default is a tiny random-weight Qwen3-VL: the whole
-pipeline runs for real (composite, prompt, generation, parsing, bag I/O), but its progress
-numbers are noise and most replies fail to parse.
+The default is the small Qwen3-VL shipped in ``sole_r1_ros/data/default_model`` (trained on
+CPU on synthetic episodes, docs/default_model.md): it answers in the checkpoint's protocol,
+so the whole pipeline runs for real (composite, prompt, generation, parsing, bag I/O), but it
+does not yet read the images: its numbers track time, not the scene.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0:
         print(f"plot: {out / 'scored' / 'plot.png'}")
         if not args.model:
-            print("note: the built-in default is a tiny random-weight model; its numbers are noise "
-                  "(point --model at a SOLE-R1 checkpoint for real estimates)")
+            print("note: the built-in default model speaks the SOLE-R1 protocol but does not yet read the images "
+                  "(docs/default_model.md); point --model at a SOLE-R1 checkpoint for real estimates")
     return code
 
 

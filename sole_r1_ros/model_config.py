@@ -43,12 +43,18 @@ class ScorerSettings:
     cpu_threads: int = 0  # 0: torch's default
 
 
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "data" / "default_model"
+
+
 def default_model_dir() -> Path:
-    """The built-in default model: ``$SOLE_R1_DEFAULT_MODEL``, else a tiny random-weight
-    Qwen3-VL built once into the user cache (it exercises the whole pipeline; its numbers are noise)."""
+    """The built-in default model: ``$SOLE_R1_DEFAULT_MODEL``, else the small model shipped with
+    the package (trained on synthetic episodes, see docs/default_model.md), else a tiny
+    random-weight Qwen3-VL built once into the user cache (pipeline only; its numbers are noise)."""
     env = os.environ.get(DEFAULT_MODEL_ENV)
     if env:
         return Path(env).expanduser()
+    if (SHIPPED_MODEL_DIR / "model.safetensors").is_file():
+        return SHIPPED_MODEL_DIR
     from sole_r1_ros.tiny_model import build_tiny_model
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sole_r1_ros" / "tiny-qwen3_vl-seed0"

@@ -243,14 +243,15 @@ _CORPUS_LINES = (
 )
 
 
-def _corpus() -> Iterator[str]:
-    """Yield the built-in training corpus (repeated so frequent pairs dominate)."""
+def _corpus(extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """Yield the built-in training corpus (repeated so frequent pairs dominate), then ``extra``."""
     for _ in range(8):
         yield from _CORPUS_LINES
     yield from (f"{i}% {i} percent" for i in range(101))
+    yield from extra
 
 
-def _train_bpe(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _train_bpe(vocab_size: int, extra: tuple[str, ...] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a byte-level BPE with the Qwen2 pre-tokenizer; return vocab and merges."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
@@ -271,18 +272,22 @@ def _train_bpe(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus(extra), trainer=trainer)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return dict(model["vocab"]), merges
 
 
-def build_tokenizer() -> Any:
-    """Return a Qwen2Tokenizer with a freshly trained vocabulary and Qwen's special tokens."""
+def build_tokenizer(vocab_size: int = TOKENIZER_VOCAB_SIZE, extra_corpus: tuple[str, ...] = ()) -> Any:
+    """Return a Qwen2Tokenizer with a freshly trained vocabulary and Qwen's special tokens.
+
+    ``extra_corpus`` lines are added to the BPE training text (e.g. a domain's answer
+    vocabulary, so its words become single tokens); ``vocab_size`` bounds the merges.
+    """
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
-    vocab, merges = _train_bpe(TOKENIZER_VOCAB_SIZE)
+    vocab, merges = _train_bpe(vocab_size, tuple(extra_corpus))
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -302,7 +307,7 @@ def build_tokenizer() -> Any:
     return tokenizer
 
 
-def _image_video_processors(family: str) -> tuple[Any, Any]:
+def _image_video_processors(family: str, max_image_tokens: int = MAX_IMAGE_TOKENS) -> tuple[Any, Any]:
     """Return the family's real image and video processor classes, configured tiny."""
     if family == "qwen3_vl":
         from transformers import Qwen2VLImageProcessor
@@ -316,7 +321,7 @@ def _image_video_processors(family: str) -> tuple[Any, Any]:
             merge_size=2,
             image_mean=half,
             image_std=half,
-            size={"shortest_edge": 64 * factor**2, "longest_edge": MAX_IMAGE_TOKENS * factor**2},
+            size={"shortest_edge": 64 * factor**2, "longest_edge": max_image_tokens * factor**2},
         )
         video = Qwen3VLVideoProcessor(
             patch_size=16,
@@ -324,8 +329,8 @@ def _image_video_processors(family: str) -> tuple[Any, Any]:
             merge_size=2,
             image_mean=half,
             image_std=half,
-            size={"shortest_edge": 16 * factor**2, "longest_edge": 4 * MAX_IMAGE_TOKENS * factor**2},
-            max_video_tokens=MAX_IMAGE_TOKENS,
+            size={"shortest_edge": 16 * factor**2, "longest_edge": 4 * max_image_tokens * factor**2},
+            max_video_tokens=max_image_tokens,
             cap_pixels_per_frame=True,
             fps=2,
             min_frames=4,
@@ -341,14 +346,14 @@ def _image_video_processors(family: str) -> tuple[Any, Any]:
         patch_size=14,
         temporal_patch_size=2,
         merge_size=2,
-        size={"shortest_edge": 56 * 56, "longest_edge": MAX_IMAGE_TOKENS * factor**2},
+        size={"shortest_edge": 56 * 56, "longest_edge": max_image_tokens * factor**2},
     )
     video = Qwen2VLVideoProcessor(
         patch_size=14,
         temporal_patch_size=2,
         merge_size=2,
-        size={"shortest_edge": 16 * factor**2, "longest_edge": 4 * MAX_IMAGE_TOKENS * factor**2},
-        max_video_tokens=4 * MAX_IMAGE_TOKENS,
+        size={"shortest_edge": 16 * factor**2, "longest_edge": 4 * max_image_tokens * factor**2},
+        max_video_tokens=4 * max_image_tokens,
         cap_pixels_per_frame=True,
         min_frames=4,
         max_frames=16,
@@ -356,7 +361,8 @@ def _image_video_processors(family: str) -> tuple[Any, Any]:
     return image, video
 
 
-def _model_config(family: str, tokenizer: Any, hidden_size: int, num_layers: int) -> Any:
+def _model_config(family: str, tokenizer: Any, hidden_size: int, num_layers: int,
+                  vision_hidden_size: int = 32, vision_depth: int = 2) -> Any:
     """Return a tiny config of the family's real architecture, wired to ``tokenizer``."""
     num_heads = 4
     head_dim = hidden_size // num_heads
@@ -383,7 +389,6 @@ def _model_config(family: str, tokenizer: Any, hidden_size: int, num_layers: int
         "tie_word_embeddings": False,
         "dtype": "float32",
     }
-    vision_depth = 2
     if family == "qwen3_vl":
         from transformers import Qwen3VLConfig
 
@@ -400,8 +405,8 @@ def _model_config(family: str, tokenizer: Any, hidden_size: int, num_layers: int
         )
         vision = {
             "depth": vision_depth,
-            "hidden_size": 32,
-            "intermediate_size": 64,
+            "hidden_size": vision_hidden_size,
+            "intermediate_size": 2 * vision_hidden_size,
             "num_heads": 2,
             "patch_size": 16,
             "spatial_merge_size": 2,
@@ -465,14 +470,17 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _write_model_dir(target: Path, family: str, seed: int, hidden_size: int, num_layers: int) -> None:
+def _write_model_dir(target: Path, family: str, seed: int, hidden_size: int, num_layers: int,
+                     extra: dict[str, Any] | None = None) -> None:
     """Write every file of the model directory into the existing empty folder ``target``."""
     import torch
     import transformers
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    tokenizer = build_tokenizer()
-    config = _model_config(family, tokenizer, hidden_size, num_layers)
+    extra = extra or {}
+    tokenizer = build_tokenizer(extra.get("vocab_size", TOKENIZER_VOCAB_SIZE), extra.get("extra_corpus", ()))
+    config = _model_config(family, tokenizer, hidden_size, num_layers,
+                           extra.get("vision_hidden_size", 32), extra.get("vision_depth", 2))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
@@ -489,7 +497,7 @@ def _write_model_dir(target: Path, family: str, seed: int, hidden_size: int, num
 
     chat_template = QWEN3_VL_CHAT_TEMPLATE if family == "qwen3_vl" else QWEN2_VL_CHAT_TEMPLATE
     tokenizer.chat_template = chat_template
-    image_processor, video_processor = _image_video_processors(family)
+    image_processor, video_processor = _image_video_processors(family, extra.get("max_image_tokens", MAX_IMAGE_TOKENS))
     processor = getattr(transformers, _PROCESSOR_CLASSES[family])(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -507,12 +515,19 @@ def build_tiny_model(
     hidden_size: int = 64,
     num_layers: int = 2,
     overwrite: bool = False,
+    vision_hidden_size: int = 32,
+    vision_depth: int = 2,
+    max_image_tokens: int = MAX_IMAGE_TOKENS,
+    vocab_size: int = TOKENIZER_VOCAB_SIZE,
+    extra_corpus: tuple[str, ...] = (),
 ) -> Path:
     """Build a tiny random-weight ``family`` model directory at ``out_dir`` and return its path.
 
     The directory is assembled in a sibling temp dir and renamed into place, so
     ``out_dir`` is either absent, the previous version, or complete. Same ``seed`` →
-    byte-identical files.
+    byte-identical files. The keyword-only extras size the vision tower, the image token
+    budget and the tokenizer (``extra_corpus``: more BPE training text); the defaults give
+    the test model.
     """
     if family not in SUPPORTED_FAMILIES:
         raise ValueError(f"unsupported family {family!r}; expected one of {SUPPORTED_FAMILIES}")
@@ -526,7 +541,10 @@ def build_tiny_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        _write_model_dir(staging, family, seed, hidden_size, num_layers)
+        _write_model_dir(staging, family, seed, hidden_size, num_layers, {
+            "vision_hidden_size": vision_hidden_size, "vision_depth": vision_depth,
+            "max_image_tokens": max_image_tokens, "vocab_size": vocab_size, "extra_corpus": tuple(extra_corpus),
+        })
         # mkdtemp (and safetensors) create owner-only modes; model dirs are meant to be shared.
         for path in staging.rglob("*"):
             path.chmod(0o755 if path.is_dir() else 0o644)

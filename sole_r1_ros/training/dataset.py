@@ -1,0 +1,400 @@
+"""Per-step training examples synthesized from scripted episodes, in the scorer's own protocol.
+
+Each example is exactly what :class:`~sole_r1_ros.scorer.ProgressScorer` would send for one
+step of an episode: the composite of (first, previous scored, current) frames built by
+:func:`~sole_r1_ros.composite.compose` and the prompt built by the protocol templates and the
+checkpoint's chat template (``TransformersBackend.prompt_text``). The previous progress is the
+true one (teacher forcing), optionally noised. The target reply is short reasoning generated
+from the scene's true state (what moved between the previous and current frames, contact,
+where the target is, what remains) followed by the true progress percentage::
+
+    <think>The gripper moved toward the red block. No block moved. The red block is far from
+    the green zone. Progress went up from 5%. Next: push the red block into the zone.</think>
+    <answer>12%</answer>
+
+Images are cached as uint8 patches (half the processor's temporal duplication) so thousands
+of examples fit in memory; :func:`pixel_values` restores the processor's exact float input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sole_r1_ros.composite import compose
+from sole_r1_ros.protocol import Protocol
+from sole_r1_ros.synth.episodes import GOAL_TEMPLATES, OUTCOMES, TASK_KINDS, Episode, generate_episode
+from sole_r1_ros.synth.scene import BLOCK_COLORS, DISTRACTOR_COLORS, DISTRACTOR_SHAPES, SceneState
+
+NEAR_GRIPPER = 0.05  # m: the gripper is "at" an object (xy)
+MOVED = 0.004  # m: an object "moved" between two scored frames
+GRIPPER_MOVED = 0.01  # m: the gripper "moved toward/away"
+HOVER_Z = 0.13  # m: a gripper below this with nothing in contact is "low"
+
+# Mixture of outcomes in training (non-expert trajectories included); weights sum to 1.
+DEFAULT_OUTCOME_WEIGHTS: dict[str, float] = {
+    "success": 0.28,
+    "occlusion": 0.08,
+    "partial_regression": 0.16,
+    "failure": 0.16,
+    "wrong_object": 0.16,
+    "hover": 0.16,
+}
+
+
+# --------------------------------------------------------------------------- state → text
+
+
+def _goal_phrase(kind: str, ref: str) -> str:
+    return f"the {ref} block" if kind == "stack" else f"the {ref} zone"
+
+
+def _target_distance(ep: Episode, i: int) -> float:
+    """Distance of the target to its goal region at frame ``i`` (gripper to block for reach)."""
+    from sole_r1_ros.synth.episodes import REACH_ABOVE, _goal_distance
+
+    task, scene = ep.meta["task"], ep.meta["scene"]
+    poses, grip = ep.meta["poses"][i], ep.meta["gripper"][i]
+    if task.kind == "reach":
+        obj = scene.objects[task.target]
+        p = poses[task.target]
+        goal = np.array([p[0], p[1], p[2] + obj.height + REACH_ABOVE])
+        return float(np.linalg.norm(grip[:3] - goal))
+    state = SceneState(grip, poses, int(ep.meta["holding"][i]))
+    return float(_goal_distance(task, scene, state))
+
+
+def _object_name(ep: Episode, index: int) -> str:
+    return str(ep.meta["objects"][index]["name"])
+
+
+def reasoning_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
+    """Short, temporally grounded reasoning for the step ``prev_idx → cur_idx`` from true state."""
+    meta = ep.meta
+    task, scene = meta["task"], meta["scene"]
+    kind = task.kind
+    t = task.target
+    target = _object_name(ep, t)
+    ref = str(meta["reference"])
+    goal = _goal_phrase(kind, ref)
+    poses, grip, holding = meta["poses"], meta["gripper"], meta["holding"]
+    p0, p1 = poses[prev_idx], poses[cur_idx]
+    g0, g1 = grip[prev_idx], grip[cur_idx]
+    sentences: list[str] = []
+
+    # 1. Gripper motion relative to the target.
+    d0 = float(np.hypot(*(g0[:2] - p0[t, :2])))
+    d1 = float(np.hypot(*(g1[:2] - p1[t, :2])))
+    if float(np.linalg.norm(g1[:3] - g0[:3])) < GRIPPER_MOVED:
+        sentences.append("The gripper barely moved.")
+    elif d1 < d0 - GRIPPER_MOVED:
+        sentences.append(f"The gripper moved toward the {target}.")
+    elif d1 > d0 + GRIPPER_MOVED:
+        sentences.append(f"The gripper moved away from the {target}.")
+    else:
+        sentences.append(f"The gripper moved around the {target}.")
+
+    # 2. Contact: what is held or pushed, and what moved.
+    moved = [j for j in range(len(p1)) if float(np.hypot(*(p1[j, :2] - p0[j, :2]))) > MOVED
+             or abs(float(p1[j, 2] - p0[j, 2])) > MOVED]
+    h = int(holding[cur_idx])
+    if h == t:
+        sentences.append(f"It holds the {target}.")
+    elif h >= 0:
+        sentences.append(f"It holds the {_object_name(ep, h)}, not the {target}.")
+    elif t in moved:
+        near = float(np.hypot(*(g1[:2] - p1[t, :2]))) < 2 * NEAR_GRIPPER and g1[2] < HOVER_Z
+        sentences.append(f"It is pushing the {target}." if near else f"The {target} moved.")
+    elif moved:
+        sentences.append(f"The {_object_name(ep, moved[0])} moved, not the {target}.")
+    elif g1[2] < HOVER_Z and d1 > NEAR_GRIPPER and kind != "reach":
+        sentences.append(f"It hovers without touching the {target}.")
+    else:
+        sentences.append("No object moved.")
+
+    # 3. Where the target is relative to the goal.
+    if kind == "reach":
+        dist, dist0 = _target_distance(ep, cur_idx), _target_distance(ep, 0)
+        r = dist / max(dist0, 1e-6)
+        where = "right above" if dist < 0.03 else ("near" if r < 0.4 else ("halfway to" if r < 0.75 else "far from"))
+        sentences.append(f"The gripper is {where} the {target}.")
+    else:
+        din, din0 = _target_distance(ep, cur_idx), _target_distance(ep, 0)
+        r = din / max(din0, 1e-6)
+        if din <= 1e-9:
+            where = "on" if kind == "stack" else "in"
+        elif r < 0.4:
+            where = "near"
+        elif r < 0.8:
+            where = "halfway to"
+        else:
+            where = "far from"
+        sentences.append(f"The {target} is {where} {goal}.")
+
+    # 4. Direction of progress relative to the quoted previous value.
+    true_percent = percent_at(ep, cur_idx)
+    if true_percent > prev_percent + 1:
+        sentences.append(f"Progress went up from {prev_percent}%.")
+    elif true_percent < prev_percent - 1:
+        sentences.append(f"Progress went down from {prev_percent}%.")
+    else:
+        sentences.append(f"Progress stayed near {prev_percent}%.")
+
+    # 5. What remains.
+    sentences.append(_remaining(ep, cur_idx, target, goal))
+    return " ".join(sentences)
+
+
+def _remaining(ep: Episode, i: int, target: str, goal: str) -> str:
+    kind = ep.meta["task"].kind
+    phase = ep.meta["phase"][i]
+    if phase == "done":
+        return "The task is complete."
+    if kind == "reach":
+        return f"Next: move above the {target}."
+    if kind == "push":
+        return f"Next: push the {target} into {goal}." if phase == "push" else f"Next: reach the {target}, then push it."
+    verb = "on" if kind == "stack" else "in"
+    if phase == "reach":
+        return f"Next: grasp the {target}."
+    if phase in ("grasp", "transport"):
+        return f"Next: carry it to {goal}."
+    return f"Next: lower and release it {verb} {goal}."
+
+
+def percent_at(ep: Episode, i: int) -> int:
+    """True progress of frame ``i`` as the integer percent the model is taught to answer."""
+    return int(round(100.0 * float(ep.progress[i])))
+
+
+def answer_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
+    """The full target reply (without the end-of-turn token)."""
+    return (f"<think>{reasoning_text(ep, prev_idx, cur_idx, prev_percent)}</think>"
+            f"<answer>{percent_at(ep, cur_idx)}%</answer>")
+
+
+def corpus_lines(protocol: Protocol) -> tuple[str, ...]:
+    """Text for the tokenizer's BPE training: the protocol's prompts, goals and reply vocabulary,
+    so frequent words are single tokens (shorter sequences, cheaper training and generation)."""
+    t = protocol.templates
+    lines: list[str] = [t.system] * 4
+    colors = list(BLOCK_COLORS)
+    for tmpl in (t.multi_view, t.single_view, t.multi_view_from_zero, t.single_view_from_zero):
+        for k in range(4):
+            lines.append(tmpl.format(task_description="the task", prev_progress=25 * k))
+    names = [f"{c} block" for c in colors] + [f"{c} {s}" for c in DISTRACTOR_COLORS for s in DISTRACTOR_SHAPES]
+    for kind in TASK_KINDS:
+        for a in colors:
+            for b in colors:
+                if a != b:
+                    lines.append(GOAL_TEMPLATES[kind].format(target=a, reference=b) + ".")
+    phrases = [
+        "The gripper barely moved.", "The gripper moved toward the", "The gripper moved away from the",
+        "The gripper moved around the", "It holds the", "not the", "It is pushing the", "moved, not the",
+        "It hovers without touching the", "No object moved.", "The gripper is right above the",
+        "near", "halfway to", "far from", "is in the zone", "is on the block", "Progress went up from",
+        "Progress went down from", "Progress stayed near", "The task is complete.", "Next: move above the",
+        "Next: push the", "Next: reach the", "then push it.", "Next: grasp the", "Next: carry it to",
+        "Next: lower and release it in", "Next: lower and release it on",
+    ]
+    for _ in range(6):
+        lines.extend(phrases)
+        lines.extend(f"the {n}." for n in names)
+        lines.extend(f"<think>{p}</think><answer>{p}%</answer>" for p in range(0, 101))
+    return tuple(lines)
+
+
+# --------------------------------------------------------------------------- episodes and steps
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    task_kind: str
+    outcome: str
+    seed: int
+
+
+def training_specs(n_episodes: int, seed: int, weights: dict[str, float] | None = None) -> list[EpisodeSpec]:
+    """``n_episodes`` (task kind, outcome, seed) triples: kinds round-robin, outcomes by ``weights``.
+
+    Episode seeds are ``seed * 100_000 + i`` (evaluation uses seeds ≥ 1000 with a different
+    stream; see :func:`evaluation_specs`)."""
+    weights = weights or DEFAULT_OUTCOME_WEIGHTS
+    rng = np.random.default_rng([seed, 7])
+    outcomes = list(weights)
+    probs = np.array([weights[o] for o in outcomes], dtype=np.float64)
+    probs /= probs.sum()
+    picks = rng.choice(len(outcomes), size=n_episodes, p=probs)
+    return [EpisodeSpec(TASK_KINDS[i % len(TASK_KINDS)], outcomes[int(k)], seed * 100_000 + i)
+            for i, k in enumerate(picks)]
+
+
+def evaluation_specs(n_episodes: int, seed: int = 1000) -> list[EpisodeSpec]:
+    """Held-out episodes: every outcome in turn, kinds shifting so each (kind, outcome) pair
+    appears across 24 episodes; seeds ``seed + i`` (unseen by :func:`training_specs` with its
+    default seed 0, whose seeds are ``0 .. n_episodes - 1``)."""
+    out = []
+    for i in range(n_episodes):
+        outcome = OUTCOMES[i % len(OUTCOMES)]
+        kind = TASK_KINDS[(i + i // len(OUTCOMES)) % len(TASK_KINDS)]
+        out.append(EpisodeSpec(kind, outcome, seed + i))
+    return out
+
+
+def make_episode(spec: EpisodeSpec, n_frames: int = 60, fps: float = 15.0) -> Episode:
+    return generate_episode(spec.task_kind, spec.outcome, seed=spec.seed, n_frames=n_frames, fps=fps)
+
+
+def scored_indices(n_frames: int, stride: float, offset: float = 0.0) -> list[int]:
+    """Frames the scorer would take at a fixed period of ``stride`` frames: 0, then ⌈k·stride⌉."""
+    out = [0]
+    k = 1
+    while True:
+        i = int(math.ceil(k * stride + offset - 1e-9))
+        if i >= n_frames:
+            return out
+        if i > out[-1]:
+            out.append(i)
+        k += 1
+
+
+def step_pairs(n_frames: int, rng: np.random.Generator, stride_range: tuple[float, float] = (4.0, 10.0)
+               ) -> list[tuple[int, int]]:
+    """(previous, current) scored-frame pairs of one pass over an episode at a random stride."""
+    stride = float(rng.uniform(*stride_range))
+    idx = scored_indices(n_frames, stride, offset=float(rng.uniform(0.0, 1.0)))
+    return list(zip(idx[:-1], idx[1:]))
+
+
+def noised_previous(true_percent: int, rng: np.random.Generator, noise: float, p_noise: float,
+                    p_random: float = 0.0) -> int:
+    """Teacher forcing with the true previous percent, noised with probability ``p_noise``; with
+    probability ``p_random`` it is replaced by a uniform value in [0, 100], so the quoted previous
+    progress cannot stand in for looking at the images."""
+    if p_random > 0 and rng.random() < p_random:
+        return int(rng.integers(0, 101))
+    if noise > 0 and rng.random() < p_noise:
+        return int(np.clip(round(true_percent + rng.normal(0.0, noise)), 0, 100))
+    return true_percent
+
+
+# --------------------------------------------------------------------------- tokenized examples
+
+
+@dataclass
+class Example:
+    """One cached training example."""
+
+    input_ids: np.ndarray  # int32 [L]: prompt (image tokens expanded) + reply + <|im_end|>
+    reply_start: int  # first position of the reply (loss is on positions >= reply_start)
+    answer_start: int  # first position of "<answer>" (answer tokens may be weighted up)
+    patches: np.ndarray  # uint8 [n_patches, C*P*P]: first temporal slice of pixel_values
+    grid_thw: np.ndarray  # int64 [3]
+    percent: int
+    prev_percent: int
+    reply: str
+
+
+class ExampleBuilder:
+    """Builds examples with the production composite, prompt and processor of ``backend``."""
+
+    def __init__(self, backend: Any, protocol: Protocol) -> None:
+        self.backend = backend
+        self.protocol = protocol
+        self.processor = backend.processor
+        self.tokenizer = backend.processor.tokenizer
+        ip = self.processor.image_processor
+        self.mean = np.asarray(ip.image_mean, dtype=np.float32)
+        self.std = np.asarray(ip.image_std, dtype=np.float32)
+        self.temporal = int(ip.temporal_patch_size)
+        self.patch = int(ip.patch_size)
+        self.im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.answer_id = self.tokenizer.convert_tokens_to_ids("<answer>")
+
+    def messages(self, goal: str, prev_percent: int, n_views: int) -> list[dict[str, Any]]:
+        escape = getattr(self.backend, "escape_special_text", lambda s: s)
+        return self.protocol.templates.messages(escape(goal), prev_percent, n_views=n_views)
+
+    def prompt_and_image(self, ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> tuple[str, Any]:
+        """The scorer's composite and prompt text for this step."""
+        roles = ep.roles
+        image = compose(ep.frames[0], ep.frames[prev_idx], ep.frames[cur_idx], roles, self.protocol.layout)
+        text = self.backend.prompt_text(self.messages(ep.goal, prev_percent, len(roles)))
+        return text, image
+
+    def build(self, ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> Example:
+        prompt, image = self.prompt_and_image(ep, prev_idx, cur_idx, prev_percent)
+        inputs = self.processor(text=[prompt], images=[image], return_tensors="np")
+        prompt_ids = np.asarray(inputs["input_ids"][0], dtype=np.int64)
+        reply = answer_text(ep, prev_idx, cur_idx, prev_percent)
+        reply_ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"] + [self.im_end]
+        ids = np.concatenate([prompt_ids, np.asarray(reply_ids, dtype=np.int64)]).astype(np.int32)
+        answer_pos = len(prompt_ids) + reply_ids.index(self.answer_id)
+        return Example(
+            input_ids=ids, reply_start=len(prompt_ids), answer_start=answer_pos,
+            patches=self.to_patches(np.asarray(inputs["pixel_values"])),
+            grid_thw=np.asarray(inputs["image_grid_thw"][0], dtype=np.int64),
+            percent=percent_at(ep, cur_idx), prev_percent=prev_percent, reply=reply,
+        )
+
+    def to_patches(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Float pixel_values [N, C*T*P*P] → uint8 [N, C*P*P] (the T copies of an image are equal)."""
+        n = pixel_values.shape[0]
+        pv = pixel_values.reshape(n, 3, self.temporal, self.patch * self.patch)[:, :, 0]
+        raw = (pv * self.std[None, :, None] + self.mean[None, :, None]) * 255.0
+        return np.clip(np.rint(raw), 0, 255).astype(np.uint8).reshape(n, -1)
+
+    def pixel_values(self, patches: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_patches`: the processor's float32 pixel_values."""
+        n = patches.shape[0]
+        x = patches.reshape(n, 3, 1, self.patch * self.patch).astype(np.float32) / 255.0
+        x = (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+        x = np.repeat(x, self.temporal, axis=2)
+        return x.reshape(n, -1).astype(np.float32)
+
+
+def episode_examples(builder: ExampleBuilder, ep: Episode, rng: np.random.Generator, *, passes: int = 1,
+                     noise: float = 6.0, p_noise: float = 0.5, p_random: float = 0.0,
+                     stride_range: tuple[float, float] = (4.0, 10.0)) -> Iterator[Example]:
+    """Examples of ``passes`` scoring passes over one episode, each at its own random stride."""
+    for _ in range(passes):
+        for prev_idx, cur_idx in step_pairs(ep.n_frames, rng, stride_range):
+            prev = noised_previous(percent_at(ep, prev_idx), rng, noise, p_noise, p_random)
+            yield builder.build(ep, prev_idx, cur_idx, prev)
+
+
+def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: float = 1.0,
+            pad_to: int = 16) -> dict[str, Any]:
+    """Right-padded tensors for one forward pass, with per-token loss weights on the reply."""
+    import torch
+
+    pad = builder.tokenizer.pad_token_id
+    image_id = builder.backend.model.config.image_token_id
+    length = max(len(e.input_ids) for e in batch)
+    length = -(-length // pad_to) * pad_to  # few distinct shapes
+    ids = torch.full((len(batch), length), pad, dtype=torch.long)
+    attn = torch.zeros((len(batch), length), dtype=torch.long)
+    weights = torch.zeros((len(batch), length), dtype=torch.float32)
+    for row, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.from_numpy(e.input_ids.astype(np.int64))
+        attn[row, :n] = 1
+        weights[row, e.reply_start:n] = 1.0
+        weights[row, e.answer_start:n] = answer_weight
+    pixel = torch.from_numpy(np.concatenate([builder.pixel_values(e.patches) for e in batch]))
+    grid = torch.from_numpy(np.stack([e.grid_thw for e in batch]))
+    return {
+        "input_ids": ids, "attention_mask": attn, "mm_token_type_ids": (ids == image_id).long(),
+        "pixel_values": pixel, "image_grid_thw": grid, "weights": weights,
+    }
+
+
+__all__ = [
+    "DEFAULT_OUTCOME_WEIGHTS", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate", "corpus_lines",
+    "episode_examples", "evaluation_specs", "make_episode", "noised_previous", "percent_at", "reasoning_text",
+    "scored_indices", "step_pairs", "training_specs",
+]

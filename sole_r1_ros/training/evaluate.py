@@ -1,0 +1,222 @@
+"""Evaluate a progress model on held-out synthetic episodes through the production scorer.
+
+    python -m sole_r1_ros.training.evaluate --model sole_r1_ros/data/default_model --episodes 24 --seed 1000
+
+Each episode (60 frames at 15 Hz, two cameras) is scored at 2 Hz of stamp time, exactly as the
+demo does: the first frame is 0 % without a model call; every later scored frame goes through
+:class:`~sole_r1_ros.scorer.ProgressScorer` (production composite, prompt, generation with
+greedy decoding, answer parsing, the model's own previous answer fed back). Episodes are
+scored side by side in batched forward passes. Metrics:
+
+* ``voc``: value-order correlation, mean Spearman of predicted progress vs time on episodes
+  that succeed (``success``, ``occlusion``);
+* ``mae``: mean |predicted - true| progress (fractions) over all model calls;
+* ``auroc``: AUROC of the final predicted progress, successful vs unsuccessful episodes;
+* ``hacking_final``: mean final predicted progress on ``wrong_object`` and ``hover`` episodes;
+* ``parse_rate``: fraction of model replies with a usable ``<answer>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sole_r1_ros.training.dataset import EpisodeSpec, evaluation_specs, make_episode, scored_indices
+
+SUCCESS_OUTCOMES = ("success", "occlusion")
+HACKING_OUTCOMES = ("wrong_object", "hover")
+TARGETS = {"voc": (">=", 0.9), "mae": ("<=", 0.10), "auroc": (">=", 0.95), "hacking_final": ("<=", 0.3),
+           "parse_rate": (">=", 0.99)}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation with average ranks for ties; 0 when either side is constant."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    sa, sb = ra.std(), rb.std()
+    if len(ra) < 2 or sa == 0 or sb == 0:
+        return 0.0
+    return float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
+
+
+def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    if not pos or not neg:
+        return float("nan")
+    p, n = np.asarray(pos, dtype=np.float64)[:, None], np.asarray(neg, dtype=np.float64)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+def evaluate(
+    model: str | Any,
+    *,
+    episodes: int = 24,
+    seed: int = 1000,
+    specs: Sequence[EpisodeSpec] | None = None,
+    n_frames: int = 60,
+    fps: float = 15.0,
+    rate_hz: float = 2.0,
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Score held-out episodes with ``model`` (a directory or a loaded ``TransformersBackend``)
+    through ``ProgressScorer`` (greedy) and return the metrics and per-episode traces."""
+    from sole_r1_ros.backend import ModelOptions, TransformersBackend
+    from sole_r1_ros.protocol import GenerationSettings, load_protocol
+    from sole_r1_ros.scorer import ProgressScorer
+
+    backend = model if hasattr(model, "generate") else TransformersBackend(ModelOptions(path=str(model), device="cpu"))
+    protocol = load_protocol()
+    scorer = ProgressScorer(backend, protocol, generation=GenerationSettings.greedy(max_new_tokens))
+    specs = list(specs) if specs is not None else evaluation_specs(episodes, seed)
+    stride = fps / rate_hz
+    t0 = time.perf_counter()
+    rendered = [make_episode(s, n_frames=n_frames, fps=fps) for s in specs]
+    render_s = time.perf_counter() - t0
+
+    traces: list[dict[str, Any]] = []
+    calls = parsed_ok = 0
+    t1 = time.perf_counter()
+    for start in range(0, len(rendered), batch_size):
+        group = list(range(start, min(start + batch_size, len(rendered))))
+        states = {}
+        for k in group:
+            ep, spec = rendered[k], specs[k]
+            states[k] = {
+                "episode": scorer.new_episode(ep.goal, ep.roles), "idx": scored_indices(ep.n_frames, stride),
+                "stamps": ep.stamps_ns(), "pred": [], "true": [], "status": [], "replies": [],
+            }
+        n_steps = max(len(s["idx"]) for s in states.values())
+        for step in range(n_steps):
+            items, keys = [], []
+            for k in group:
+                st = states[k]
+                if step < len(st["idx"]):
+                    i = st["idx"][step]
+                    items.append((st["episode"], st["stamps"][i], rendered[k].frames[i]))
+                    keys.append(k)
+            for k, est in zip(keys, scorer.score_batch(items)):
+                st = states[k]
+                i = st["idx"][step]
+                st["pred"].append(est.progress)
+                st["true"].append(float(rendered[k].progress[i]))
+                st["status"].append(est.status)
+                if est.status != "first_frame":
+                    st["replies"].append(est.raw_text)
+                    calls += 1
+                    parsed_ok += est.status == "ok"
+        for k in group:
+            st, spec = states[k], specs[k]
+            trace = {"task_kind": spec.task_kind, "outcome": spec.outcome, "seed": spec.seed,
+                     "goal": rendered[k].goal, "frames": st["idx"], "pred": st["pred"], "true": st["true"],
+                     "status": st["status"], "last_reply": st["replies"][-1] if st["replies"] else ""}
+            traces.append(trace)
+            if verbose:
+                print(f"{spec.task_kind:5s} {spec.outcome:18s} seed {spec.seed}: pred "
+                      f"{[round(p, 2) for p in st['pred']]} true {[round(t, 2) for t in st['true']]}\n    last reply: "
+                      f"{trace['last_reply']!r}", flush=True)
+    score_s = time.perf_counter() - t1
+
+    succ = [t for t in traces if t["outcome"] in SUCCESS_OUTCOMES]
+    fail = [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES]
+    hack = [t for t in traces if t["outcome"] in HACKING_OUTCOMES]
+    errors = [abs(p - q) for t in traces for p, q, s in zip(t["pred"], t["true"], t["status"]) if s != "first_frame"]
+    vocs = [spearman(t["pred"], list(range(len(t["pred"])))) for t in succ]
+    metrics = {
+        "voc": float(np.mean(vocs)) if vocs else float("nan"),
+        "mae": float(np.mean(errors)) if errors else float("nan"),
+        "auroc": auroc([t["pred"][-1] for t in succ], [t["pred"][-1] for t in fail]),
+        "hacking_final": float(np.mean([t["pred"][-1] for t in hack])) if hack else float("nan"),
+        "parse_rate": parsed_ok / calls if calls else float("nan"),
+    }
+    by_outcome = {}
+    for outcome in sorted({t["outcome"] for t in traces}):
+        ts = [t for t in traces if t["outcome"] == outcome]
+        by_outcome[outcome] = {
+            "episodes": len(ts),
+            "final_pred": float(np.mean([t["pred"][-1] for t in ts])),
+            "final_true": float(np.mean([t["true"][-1] for t in ts])),
+            "mae": float(np.mean([abs(p - q) for t in ts for p, q, s in zip(t["pred"], t["true"], t["status"])
+                                  if s != "first_frame"] or [math.nan])),
+        }
+    return {
+        **metrics,
+        "targets_met": {k: _meets(metrics[k], *TARGETS[k]) for k in TARGETS},
+        "episodes": len(traces), "model_calls": calls, "success_episodes": len(succ),
+        "failure_episodes": len(fail), "hacking_episodes": len(hack), "by_outcome": by_outcome,
+        "render_seconds": round(render_s, 1), "score_seconds": round(score_s, 1), "traces": traces,
+    }
+
+
+def _meets(value: float, op: str, target: float) -> bool:
+    if value != value:  # nan
+        return False
+    return value >= target if op == ">=" else value <= target
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Markdown table of the headline metrics against the targets."""
+    names = {"voc": "VOC (Spearman, successful episodes)", "mae": "MAE vs true progress",
+             "auroc": "AUROC final progress, success vs not", "hacking_final": "hacking episodes' mean final progress",
+             "parse_rate": "parse success rate"}
+    rows = ["| metric | value | target | met |", "|---|---|---|---|"]
+    for key, (op, target) in TARGETS.items():
+        rows.append(f"| {names[key]} | {result[key]:.3f} | {op} {target:g} | "
+                    f"{'yes' if result['targets_met'][key] else 'no'} |")
+    rows.append("")
+    rows.append("| outcome | episodes | mean final predicted | mean final true | MAE |")
+    rows.append("|---|---|---|---|---|")
+    for outcome, d in result["by_outcome"].items():
+        rows.append(f"| {outcome} | {d['episodes']} | {d['final_pred']:.2f} | {d['final_true']:.2f} | {d['mae']:.3f} |")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--episodes", type=int, default=24)
+    p.add_argument("--seed", type=int, default=1000, help="first held-out episode seed")
+    p.add_argument("--batch-size", type=int, default=8, help="episodes scored side by side")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", default="", help="also write the full result (with traces) to this file")
+    p.add_argument("--verbose", action="store_true", help="print each episode's predicted and true progress")
+    args = p.parse_args(argv)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = evaluate(args.model, episodes=args.episodes, seed=args.seed, batch_size=args.batch_size,
+                      max_new_tokens=args.max_new_tokens, verbose=args.verbose)
+    print(format_table(result))
+    print(f"\n{result['episodes']} episodes ({result['success_episodes']} successful, {result['hacking_episodes']} "
+          f"hacking), {result['model_calls']} model calls, scoring {result['score_seconds']} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

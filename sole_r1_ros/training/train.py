@@ -1,0 +1,366 @@
+"""Supervised fine-tuning of a small random-init Qwen3-VL on synthesized trajectories (CPU).
+
+    python -m sole_r1_ros.training.train --out sole_r1_ros/data/default_model --seed 0
+
+Steps: build a fresh Qwen3-VL directory (own tokenizer trained on the protocol's prompts and the
+reply vocabulary, real Qwen3-VL processors); load it with the production ``TransformersBackend``;
+render synthetic episodes (successes, failures, regressions, wrong object, hover, occlusion);
+build per-step examples with the production composite and prompt (``dataset``); train with
+AdamW on the reply tokens only (the answer tokens weighted up); save atomically with
+``save_pretrained(safe_serialization=True)`` plus the processor. Seeded: the same arguments give
+the same data and the same initial weights (CPU float kernels may still differ in the last bits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import pickle
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sole_r1_ros.training.dataset import (
+    EpisodeSpec,
+    Example,
+    ExampleBuilder,
+    collate,
+    corpus_lines,
+    episode_examples,
+    make_episode,
+    training_specs,
+)
+
+# Architecture of the shipped default model (see docs/default_model.md).
+ARCH = {
+    "hidden_size": 128,
+    "num_layers": 4,
+    "vision_hidden_size": 64,
+    "vision_depth": 2,
+    "max_image_tokens": 150,
+    "vocab_size": 2048,
+}
+
+_WORKER: dict[str, Any] = {}
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def build_initial_model(path: Path, seed: int, arch: dict[str, int]) -> Path:
+    """Random-init Qwen3-VL directory with the domain tokenizer."""
+    from sole_r1_ros.protocol import load_protocol
+    from sole_r1_ros.tiny_model import build_tiny_model
+
+    return build_tiny_model(path, "qwen3_vl", seed=seed, extra_corpus=corpus_lines(load_protocol()), **arch)
+
+
+def _load_backend(model_dir: Path) -> Any:
+    from sole_r1_ros.backend import ModelOptions, TransformersBackend
+
+    return TransformersBackend(ModelOptions(path=str(model_dir), device="cpu", dtype="float32"))
+
+
+def _worker_init(model_dir: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from sole_r1_ros.protocol import load_protocol
+
+    _WORKER["builder"] = ExampleBuilder(_load_backend(Path(model_dir)), load_protocol())
+
+
+def _episode_job(job: tuple[EpisodeSpec, int, int, float, float, float]) -> list[Example]:
+    spec, seed, passes, noise, p_noise, p_random = job
+    ep = make_episode(spec)
+    rng = np.random.default_rng([seed, spec.seed, 11])
+    return list(episode_examples(_WORKER["builder"], ep, rng, passes=passes, noise=noise, p_noise=p_noise,
+                                 p_random=p_random))
+
+
+def build_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, *, passes: int = 1, noise: float = 6.0,
+                   p_noise: float = 0.5, p_random: float = 0.0, workers: int = 2) -> list[Example]:
+    """Render ``specs`` and build their examples (deterministic order; ``workers`` processes)."""
+    jobs = [(s, seed, passes, noise, p_noise, p_random) for s in specs]
+    out: list[Example] = []
+    t0 = time.perf_counter()
+    if workers <= 1:
+        _worker_init(str(model_dir))
+        results = map(_episode_job, jobs)
+        pool = None
+    else:
+        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(str(model_dir),))
+        results = pool.imap(_episode_job, jobs, chunksize=2)
+    try:
+        for k, exs in enumerate(results, 1):
+            out.extend(exs)
+            if k % 50 == 0 or k == len(jobs):
+                _log(f"data: {k}/{len(jobs)} episodes, {len(out)} examples, {time.perf_counter() - t0:.0f} s")
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return out
+
+
+def weighted_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Mean cross-entropy over reply tokens (per-token weights); also the unweighted mean."""
+    import torch
+    import torch.nn.functional as F
+
+    weights = batch.pop("weights")
+    out = model(**batch)
+    logits = out.logits[:, :-1].float()
+    target = batch["input_ids"][:, 1:]
+    w = weights[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view_as(w)
+    mask = (w > 0).float()
+    loss = (ce * w).sum() / w.sum()
+    plain = (ce * mask).sum() / mask.sum()
+    return loss, plain.detach() if isinstance(plain, torch.Tensor) else plain
+
+
+def _lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def save_model(backend: Any, out: Path, extra_files: dict[str, Any] | None = None) -> Path:
+    """Atomically write model (safetensors) + processor into ``out``."""
+    from transformers.utils import logging as hf_logging
+
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        backend.model.eval()
+        hf_logging.disable_progress_bar()
+        backend.model.save_pretrained(staging, safe_serialization=True)
+        backend.processor.tokenizer.padding_side = "right"
+        backend.processor.save_pretrained(staging)
+        backend.processor.tokenizer.padding_side = "left"
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        for p in staging.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        staging.chmod(0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def train(
+    out: Path,
+    *,
+    seed: int = 0,
+    minutes: float = 42.0,
+    steps: int = 1400,
+    episodes: int = 420,
+    passes: int = 1,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    warmup: int = 60,
+    answer_weight: float = 3.0,
+    noise: float = 12.0,
+    p_noise: float = 0.6,
+    p_random: float = 0.0,
+    workers: int = 2,
+    arch: dict[str, int] | None = None,
+    init_dir: Path | None = None,
+    log_every: int = 25,
+    val_episodes: int = 6,
+    threads: int = 2,
+    checkpoint_every: int = 300,
+    examples_cache: Path | None = None,
+    data_only: bool = False,
+) -> dict[str, Any]:
+    """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
+    import torch
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    arch = dict(ARCH if arch is None else arch)
+
+    tmp = Path(tempfile.mkdtemp(prefix="sole_r1_train_"))
+    try:
+        model_dir = init_dir or build_initial_model(tmp / "init", seed, arch)
+        _log(f"initial model: {model_dir}")
+        specs = training_specs(episodes, seed)
+        if examples_cache and Path(examples_cache).is_file():
+            with open(examples_cache, "rb") as f:
+                examples = pickle.load(f)
+            _log(f"loaded {len(examples)} examples from {examples_cache}")
+        else:
+            examples = build_examples(model_dir, specs, seed, passes=passes, noise=noise, p_noise=p_noise,
+                                      p_random=p_random, workers=workers)
+            if examples_cache:
+                with open(examples_cache, "wb") as f:
+                    pickle.dump(examples, f, protocol=pickle.HIGHEST_PROTOCOL)
+        if data_only:
+            return {"train_examples": len(examples)}
+        val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
+        val = build_examples(model_dir, val_specs, seed + 1, noise=0.0, workers=1 if len(val_specs) < 4 else workers)
+        data_s = time.perf_counter() - t_start
+        _log(f"data ready: {len(examples)} train / {len(val)} val examples in {data_s:.0f} s")
+
+        torch.set_num_threads(threads)
+        backend = _load_backend(model_dir)
+        builder = ExampleBuilder(backend, __import__("sole_r1_ros.protocol", fromlist=["load_protocol"]).load_protocol())
+        model = backend.model
+        model.train()
+        if init_dir:  # the architecture is the initial model's, whatever ``arch`` says
+            cfg = model.config
+            arch = {"hidden_size": cfg.text_config.hidden_size, "num_layers": cfg.text_config.num_hidden_layers,
+                    "vision_hidden_size": cfg.vision_config.hidden_size, "vision_depth": cfg.vision_config.depth,
+                    "max_image_tokens": int(backend.processor.image_processor.size["longest_edge"]) // 32**2,
+                    "vocab_size": len(backend.processor.tokenizer)}
+        n_params = sum(p.numel() for p in model.parameters())
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=lr, betas=(0.9, 0.95), eps=1e-8)
+        order_rng = np.random.default_rng([seed, 3])
+        order: list[int] = []
+        log: list[dict[str, Any]] = []
+        t_train = time.perf_counter()
+        deadline = t_train + minutes * 60.0
+        step = 0
+        ema = None
+        stopped_early = False
+        for step in range(steps):
+            if time.perf_counter() > deadline:
+                stopped_early = True
+                _log(f"time budget of {minutes} min reached at step {step}")
+                break
+            if len(order) < batch_size:
+                order.extend(order_rng.permutation(len(examples)).tolist())
+            idx, order = order[:batch_size], order[batch_size:]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, steps, lr, warmup)
+            batch = collate(builder, [examples[i] for i in idx], answer_weight)
+            loss, plain = weighted_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            value = float(plain)
+            if checkpoint_every and step > 0 and step % checkpoint_every == 0:
+                save_model(backend, out.parent / f"{out.name}.checkpoint", {"checkpoint_step.json": {"step": step}})
+                model.train()
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            if step % log_every == 0 or step == steps - 1:
+                entry = {"step": step, "loss": round(value, 4), "loss_ema": round(ema, 4),
+                         "lr": round(opt.param_groups[0]["lr"], 6), "elapsed_s": round(time.perf_counter() - t_train, 1)}
+                if step % (log_every * 10) == 0 or step == steps - 1:
+                    entry["val_loss"] = round(validation_loss(model, builder, val, batch_size), 4)
+                    model.train()
+                log.append(entry)
+                _log(json.dumps(entry))
+        final_steps = step + (0 if stopped_early else 1)
+        val_loss = validation_loss(model, builder, val, batch_size)
+        summary = {
+            "seed": seed, "init": str(init_dir) if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
+            "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
+            "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
+            "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
+            "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
+            "final_val_loss": round(val_loss, 4), "final_train_loss_ema": round(ema or float("nan"), 4),
+            "torch_threads": torch.get_num_threads(),
+        }
+        summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
+        previous = Path(model_dir) / "training_summary.json"
+        if init_dir and previous.is_file():
+            summary["previous_stage"] = json.loads(previous.read_text(encoding="utf-8"))
+        save_model(backend, out, {"training_summary.json": summary, "training_log.json": log})
+        _log(f"saved {out}: {json.dumps(summary)}")
+        shutil.rmtree(out.parent / f"{out.name}.checkpoint", ignore_errors=True)
+        return summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def validation_loss(model: Any, builder: ExampleBuilder, val: list[Example], batch_size: int) -> float:
+    import torch
+
+    if not val:
+        return float("nan")
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for k in range(0, len(val), batch_size):
+            chunk = val[k:k + batch_size]
+            _, plain = weighted_loss(model, collate(builder, chunk, 1.0))
+            total += float(plain) * len(chunk)
+            n += len(chunk)
+    return total / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="model directory to write (replaced atomically)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=42.0, help="wall-clock cap on the optimisation loop")
+    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--episodes", type=int, default=420)
+    p.add_argument("--passes", type=int, default=1, help="scoring passes (random strides) per episode")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=60)
+    p.add_argument("--answer-weight", type=float, default=3.0)
+    p.add_argument("--noise", type=float, default=12.0, help="sigma (percent) of the previous-progress noise")
+    p.add_argument("--p-noise", type=float, default=0.6, help="probability a step's previous progress is noised")
+    p.add_argument("--p-random", type=float, default=0.0,
+                   help="probability a step's previous progress is replaced by a uniform random value")
+    p.add_argument("--workers", type=int, default=2, help="processes for data synthesis")
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--examples-cache", type=Path, default=None,
+                   help="pickle of the synthesized training examples: loaded if present, else written")
+    p.add_argument("--data-only", action="store_true", help="only synthesize the examples (with --examples-cache)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="continue from this model directory instead of a fresh random init (a second stage)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch intra-op threads (1 is steadier when other processes load the cores)")
+    p.add_argument("--hidden-size", type=int, default=ARCH["hidden_size"])
+    p.add_argument("--num-layers", type=int, default=ARCH["num_layers"])
+    p.add_argument("--vision-hidden-size", type=int, default=ARCH["vision_hidden_size"])
+    p.add_argument("--vision-depth", type=int, default=ARCH["vision_depth"])
+    p.add_argument("--max-image-tokens", type=int, default=ARCH["max_image_tokens"])
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    arch = dict(ARCH, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                vision_hidden_size=args.vision_hidden_size, vision_depth=args.vision_depth,
+                max_image_tokens=args.max_image_tokens)
+    train(args.out, seed=args.seed, minutes=args.minutes, steps=args.steps, episodes=args.episodes,
+          passes=args.passes, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+          answer_weight=args.answer_weight, noise=args.noise, p_noise=args.p_noise, p_random=args.p_random, workers=args.workers, arch=arch, log_every=args.log_every,
+          threads=args.threads, init_dir=args.init,
+          examples_cache=args.examples_cache, data_only=args.data_only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The default-model recipe: examples in the production protocol, a short SFT run, evaluation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sole_r1_ros.answer_parser import parse_answer
+from sole_r1_ros.backend import ModelOptions, TransformersBackend
+from sole_r1_ros.composite import compose
+from sole_r1_ros.protocol import load_protocol
+from sole_r1_ros.synth.episodes import generate_episode
+from sole_r1_ros.training import dataset as D
+from sole_r1_ros.training.evaluate import TARGETS, auroc, evaluate, format_table, spearman
+from sole_r1_ros.training.train import save_model, train, weighted_loss
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir: Path) -> TransformersBackend:
+    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def builder(backend: TransformersBackend) -> D.ExampleBuilder:
+    return D.ExampleBuilder(backend, load_protocol())
+
+
+@pytest.fixture(scope="module")
+def episode() -> D.Episode:
+    return generate_episode("push", "success", seed=3, n_frames=24, fps=15.0, size=(160, 120))
+
+
+def test_examples_use_the_production_prompt_and_composite(builder: D.ExampleBuilder, backend: TransformersBackend,
+                                                          episode: D.Episode) -> None:
+    protocol = load_protocol()
+    prev_idx, cur_idx, prev = 6, 14, 20
+    prompt, image = builder.prompt_and_image(episode, prev_idx, cur_idx, prev)
+    expected_prompt = backend.prompt_text(protocol.templates.messages(episode.goal, prev, n_views=2))
+    assert prompt == expected_prompt
+    assert f"previous timestep is {prev}%" in prompt
+    expected = compose(episode.frames[0], episode.frames[prev_idx], episode.frames[cur_idx], episode.roles,
+                       protocol.layout)
+    assert image.size == expected.size and np.array_equal(np.asarray(image), np.asarray(expected))
+
+    ex = builder.build(episode, prev_idx, cur_idx, prev)
+    inputs = backend.processor(text=[prompt], images=[image], return_tensors="np")
+    n = inputs["input_ids"].shape[1]
+    assert ex.reply_start == n and np.array_equal(ex.input_ids[:n], inputs["input_ids"][0])
+    assert np.abs(builder.pixel_values(ex.patches) - inputs["pixel_values"]).max() < 1e-5
+    # The prompt + reply tokenize exactly as one string would.
+    full = backend.processor(text=[prompt + ex.reply + "<|im_end|>"], images=[image], return_tensors="np")
+    assert np.array_equal(full["input_ids"][0], ex.input_ids)
+
+    parsed = parse_answer(ex.reply)
+    assert parsed.status.value == "ok"
+    assert parsed.percent == ex.percent == round(100 * episode.progress[cur_idx])
+    assert f"from {prev}%" in parsed.reasoning or f"near {prev}%" in parsed.reasoning
+
+
+@pytest.mark.parametrize("outcome", ["success", "wrong_object", "hover", "partial_regression", "failure"])
+def test_reasoning_is_grounded_and_parses(outcome: str) -> None:
+    ep = generate_episode("place", outcome, seed=5, n_frames=30, size=(160, 120))
+    idx = D.scored_indices(ep.n_frames, 7.5)
+    assert idx[0] == 0 and idx == sorted(set(idx))
+    for prev, cur in zip(idx[:-1], idx[1:]):
+        reply = D.answer_text(ep, prev, cur, D.percent_at(ep, prev))
+        parsed = parse_answer(reply)
+        assert parsed.percent == D.percent_at(ep, cur)
+        assert ep.meta["target"] in parsed.reasoning
+        assert len(reply.split()) < 60
+    if outcome == "wrong_object":
+        assert any("not the" in D.reasoning_text(ep, p, c, 0) for p, c in zip(idx[:-1], idx[1:]))
+
+
+def test_specs_are_seeded_and_held_out() -> None:
+    a, b = D.training_specs(40, 0), D.training_specs(40, 0)
+    assert a == b and {s.outcome for s in a} >= {"success", "wrong_object", "hover", "failure"}
+    held = D.evaluation_specs(24, 1000)
+    assert {s.seed for s in held}.isdisjoint({s.seed for s in D.training_specs(600, 0)})
+    assert {s.outcome for s in held} == set(D.OUTCOMES)
+
+
+def test_two_sft_steps_reduce_loss_and_save_a_loadable_model(builder: D.ExampleBuilder, backend: TransformersBackend,
+                                                            episode: D.Episode, tmp_path: Path) -> None:
+    import torch
+
+    rng = np.random.default_rng(0)
+    examples = list(D.episode_examples(builder, episode, rng, stride_range=(5.0, 6.0)))[:4]
+    assert len(examples) == 4
+    model = backend.model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        losses = []
+        for _ in range(3):
+            loss, plain = weighted_loss(model, D.collate(builder, examples, 3.0))
+            losses.append(float(plain))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert losses[-1] < losses[0]
+        out = save_model(backend, tmp_path / "model", {"training_summary.json": {"steps": 2}})
+    finally:
+        model.load_state_dict(state)
+        model.eval()
+    loaded = TransformersBackend(ModelOptions(path=str(out), device="cpu"))
+    assert json.loads((out / "training_summary.json").read_text())["steps"] == 2
+    assert (out / "model.safetensors").is_file() and not list(tmp_path.glob(".*.tmp"))
+    assert loaded.processor.tokenizer.padding_side == "left"
+    trained = dict(loaded.model.named_parameters())
+    assert any(not torch.equal(trained[n], p) for n, p in model.named_parameters() if n in trained)
+
+
+def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
+    summary = train(tmp_path / "m", steps=2, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
+                    init_dir=tiny_model_dir, threads=1, checkpoint_every=0)
+    assert summary["steps"] == 2 and summary["train_examples"] > 0
+    TransformersBackend(ModelOptions(path=str(tmp_path / "m"), device="cpu"))
+
+
+def test_evaluate_returns_every_metric(backend: TransformersBackend) -> None:
+    specs = [D.EpisodeSpec("push", "success", 1000), D.EpisodeSpec("reach", "hover", 1001)]
+    result = evaluate(backend, specs=specs, n_frames=16, max_new_tokens=4)
+    for key in TARGETS:
+        assert key in result and key in result["targets_met"]
+    assert result["episodes"] == 2 and result["model_calls"] == 2 * 2
+    assert 0.0 <= result["parse_rate"] <= 1.0
+    assert "| metric |" in format_table(result)
+
+
+def test_metric_helpers() -> None:
+    assert spearman([0, 0.1, 0.5, 1.0], [0, 1, 2, 3]) == pytest.approx(1.0)
+    assert spearman([1, 1, 1], [0, 1, 2]) == 0.0
+    assert auroc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auroc([0.5], [0.5]) == 0.5
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "sole_r1_ros" / "data" / "default_model"
+
+
+@pytest.mark.skipif(not (DEFAULT_MODEL / "config.json").is_file(), reason="no shipped default model")
+def test_shipped_default_model_answers_in_protocol() -> None:
+    from sole_r1_ros.protocol import GenerationSettings
+    from sole_r1_ros.scorer import ProgressScorer
+
+    backend = TransformersBackend(ModelOptions(path=str(DEFAULT_MODEL), device="cpu"))
+    assert backend.model_type == "qwen3_vl"
+    scorer = ProgressScorer(backend, load_protocol(), generation=GenerationSettings.greedy(96))
+    ep = generate_episode("push", "success", seed=1234, n_frames=16)
+    episode = scorer.new_episode(ep.goal, ep.roles)
+    stamps = ep.stamps_ns()
+    estimates = [scorer.score(episode, stamps[i], ep.frames[i]) for i in (0, 8, 15)]
+    assert [e.status for e in estimates] == ["first_frame", "ok", "ok"]
+    assert all(0 <= e.percent <= 100 for e in estimates)
+    summary = json.loads((DEFAULT_MODEL / "training_summary.json").read_text())
+    assert summary["steps"] > 0
