@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -380,6 +381,22 @@ class RosListener:
         rclpy.try_shutdown(context=self.context)
         if self._errors:
             raise RuntimeError(f"the listener executor raised: {self._errors[0]!r}") from self._errors[0]
+
+
+@contextlib.contextmanager
+def isolated_ros(name: str) -> Iterator[tuple[RosListener, dict[str, str]]]:
+    """A domain id of its own, a listener node on it, and the environment for child processes;
+    everything is released on exit."""
+    domain = allocate_domain_id()
+    old_env = set_process_ros_env(domain)
+    listener = RosListener(domain, name=name)
+    try:
+        yield listener, ros_env(domain)
+    finally:
+        try:
+            listener.close()
+        finally:
+            restore_env(old_env)
 
 
 # --- the reward node as seen from the test ------------------------------------------------------

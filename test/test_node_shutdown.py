@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ros_helpers import (
-    ManagedProcess, RosListener, allocate_domain_id, camera_publisher_command, restore_env, reward_node_command,
-    ros_env, set_process_ros_env, wait_until,
-)
+from ros_helpers import ManagedProcess, camera_publisher_command, isolated_ros, reward_node_command, wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -23,42 +20,37 @@ def test_signal_under_full_load(slow_model_dir: Path, tmp_path: Path, sig: signa
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import String
 
-    domain = allocate_domain_id()
-    old_env = set_process_ros_env(domain)
-    listener = RosListener(domain, name="shutdown_listener")
-    env = ros_env(domain)
-    node = cameras = None
-    try:
-        node = ManagedProcess("node", reward_node_command(namespace="/sd", params={
-            "model.path": slow_model_dir, "model.greedy": True, "model.max_new_tokens": 400, "period": 0.0,
-            "image_qos.reliability": "reliable", "goal": "push the red block", "diagnostics_period": 0.2,
-        }), env=env, log_path=tmp_path / "node.log")
-        estimates = listener.subscribe("/sd/sole_r1_reward/estimate", String, 50)
-        diagnostics = listener.subscribe("/diagnostics", DiagnosticArray, 200)
-        node.wait_for_output(r"\bready: mode=", 120)
-        cameras = ManagedProcess("cameras", camera_publisher_command(
-            topics=["/sd/cameras/external/image_raw", "/sd/cameras/wrist/image_raw"], rate=30.0,
-            extra=["--width", "640", "--height", "480"]), env=env, log_path=tmp_path / "cameras.log")
-        wait_until(lambda: len(estimates) >= 1, 60, lambda: f"a first estimate\n{node.tail()}")
+    with isolated_ros("shutdown_listener") as (listener, env):
+        node = cameras = None
+        try:
+            node = ManagedProcess("node", reward_node_command(namespace="/sd", params={
+                "model.path": slow_model_dir, "model.greedy": True, "model.max_new_tokens": 400, "period": 0.0,
+                "image_qos.reliability": "reliable", "goal": "push the red block", "diagnostics_period": 0.2,
+            }), env=env, log_path=tmp_path / "node.log")
+            estimates = listener.subscribe("/sd/sole_r1_reward/estimate", String, 50)
+            diagnostics = listener.subscribe("/diagnostics", DiagnosticArray, 200)
+            node.wait_for_output(r"\bready: mode=", 120)
+            cameras = ManagedProcess("cameras", camera_publisher_command(
+                topics=["/sd/cameras/external/image_raw", "/sd/cameras/wrist/image_raw"], rate=30.0,
+                extra=["--width", "640", "--height", "480"]), env=env, log_path=tmp_path / "cameras.log")
+            wait_until(lambda: len(estimates) >= 1, 60, lambda: f"a first estimate\n{node.tail()}")
 
-        def busy() -> bool:
-            for item in reversed(diagnostics.snapshot()[-5:]):
-                for status in item.msg.status:
-                    if status.name.endswith(": inference"):
-                        return {kv.key: kv.value for kv in status.values}.get("busy") == "True"
-            return False
+            def busy() -> bool:
+                for item in reversed(diagnostics.snapshot()[-5:]):
+                    for status in item.msg.status:
+                        if status.name.endswith(": inference"):
+                            return {kv.key: kv.value for kv in status.values}.get("busy") == "True"
+                return False
 
-        wait_until(busy, 60, "the model to be generating")
-        t0 = time.monotonic()
-        node.proc.send_signal(sig)
-        rc = node.wait_exit(30)
-        elapsed = time.monotonic() - t0
-    finally:
-        for proc in (cameras, node):
-            if proc is not None:
-                proc.stop()
-        listener.close()
-        restore_env(old_env)
+            wait_until(busy, 60, "the model to be generating")
+            t0 = time.monotonic()
+            node.proc.send_signal(sig)
+            rc = node.wait_exit(30)
+            elapsed = time.monotonic() - t0
+        finally:
+            for proc in (cameras, node):
+                if proc is not None:
+                    proc.stop()
     output = node.output()
     print(f"\n{sig.name} while generating under load: exit {rc} after {elapsed:.2f} s")
     assert rc == 0, output[-3000:]

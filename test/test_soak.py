@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from ros_helpers import (
-    ManagedProcess, RosListener, allocate_domain_id, camera_publisher_command, read_stamp_log, restore_env,
-    reward_node_command, ros_env, set_process_ros_env, wait_until,
+    ManagedProcess, camera_publisher_command, isolated_ros, read_stamp_log, reward_node_command, wait_until,
 )
 
 pytestmark = pytest.mark.ros
@@ -35,66 +34,61 @@ def test_soak_three_cameras(tiny_model_dir: Path, tmp_path: Path) -> None:
 
     seconds = float(os.environ.get("SOLE_R1_SOAK_S", "20"))
     ticks = int(seconds * RATE)
-    domain = allocate_domain_id()
-    old_env = set_process_ros_env(domain)
-    listener = RosListener(domain, name="soak_listener")
-    env = ros_env(domain)
-    node = publisher = None
-    try:
-        node = ManagedProcess("soak_node", reward_node_command(
-            namespace="/soak",
-            params={"model.path": tiny_model_dir, "model.greedy": True, "model.max_new_tokens": 16,
-                    "cameras": "[external, wrist, side]", "mode": "request", "request_queue_size": 64,
-                    "image_qos.reliability": "reliable", "image_qos.depth": 100, "goal": "push the red block",
-                    "diagnostics_period": 0.5, "align_tolerance": 0.02},
-        ), env=env, log_path=tmp_path / "node.log")
-        estimates = listener.subscribe("/soak/sole_r1_reward/estimate", String, 500)
-        diagnostics = listener.subscribe("/diagnostics", DiagnosticArray, 100)
-        requests = listener.publisher("/soak/sole_r1_reward/request", Header, 100)
-        node.wait_for_output(r"\bready: mode=", 120)
-        stamp_log = tmp_path / "stamps.txt"
-        publisher = ManagedProcess("soak_cameras", camera_publisher_command(
-            topics=[f"/soak/cameras/{r}/image_raw" for r in ROLES], roles=ROLES, rate=RATE, count=ticks,
-            stamp_log=stamp_log, depth=100, extra=["--width", "640", "--height", "480"],
-        ), env=env, log_path=tmp_path / "cameras.log")
-        publisher.wait_for_output(r"^publishing$", 60)
-        wait_until(lambda: requests.get_subscription_count() >= 1, 30, "request subscription")
+    with isolated_ros("soak_listener") as (listener, env):
+        node = publisher = None
+        try:
+            node = ManagedProcess("soak_node", reward_node_command(
+                namespace="/soak",
+                params={"model.path": tiny_model_dir, "model.greedy": True, "model.max_new_tokens": 16,
+                        "cameras": "[external, wrist, side]", "mode": "request", "request_queue_size": 64,
+                        "image_qos.reliability": "reliable", "image_qos.depth": 100, "goal": "push the red block",
+                        "diagnostics_period": 0.5, "align_tolerance": 0.02},
+            ), env=env, log_path=tmp_path / "node.log")
+            estimates = listener.subscribe("/soak/sole_r1_reward/estimate", String, 500)
+            diagnostics = listener.subscribe("/diagnostics", DiagnosticArray, 100)
+            requests = listener.publisher("/soak/sole_r1_reward/request", Header, 100)
+            node.wait_for_output(r"\bready: mode=", 120)
+            stamp_log = tmp_path / "stamps.txt"
+            publisher = ManagedProcess("soak_cameras", camera_publisher_command(
+                topics=[f"/soak/cameras/{r}/image_raw" for r in ROLES], roles=ROLES, rate=RATE, count=ticks,
+                stamp_log=stamp_log, depth=100, extra=["--width", "640", "--height", "480"],
+            ), env=env, log_path=tmp_path / "cameras.log")
+            publisher.wait_for_output(r"^publishing$", 60)
+            wait_until(lambda: requests.get_subscription_count() >= 1, 30, "request subscription")
 
-        sent: list[str] = []
-        rss: list[float] = []
-        t_end = time.monotonic() + seconds + 60
-        while publisher.running() and time.monotonic() < t_end:
-            time.sleep(0.5)
-            published = read_stamp_log(stamp_log).get("external", [])
-            if len(published) > 3:
-                header = Header(frame_id=f"q{len(sent)}")
-                header.stamp.sec, header.stamp.nanosec = divmod(published[-3], 1_000_000_000)
-                requests.publish(header)
-                sent.append(header.frame_id)
-            rss.append(rss_mib(node.pid))
-        assert publisher.wait_exit(120) == 0, publisher.tail()
-        wait_until(lambda: len(estimates) >= len(sent), 120, lambda: f"answers to {len(sent)} requests\n{node.tail()}")
-        published = read_stamp_log(stamp_log)
+            sent: list[str] = []
+            rss: list[float] = []
+            t_end = time.monotonic() + seconds + 60
+            while publisher.running() and time.monotonic() < t_end:
+                time.sleep(0.5)
+                published = read_stamp_log(stamp_log).get("external", [])
+                if len(published) > 3:
+                    header = Header(frame_id=f"q{len(sent)}")
+                    header.stamp.sec, header.stamp.nanosec = divmod(published[-3], 1_000_000_000)
+                    requests.publish(header)
+                    sent.append(header.frame_id)
+                rss.append(rss_mib(node.pid))
+            assert publisher.wait_exit(120) == 0, publisher.tail()
+            wait_until(lambda: len(estimates) >= len(sent), 120, lambda: f"answers to {len(sent)} requests\n{node.tail()}")
+            published = read_stamp_log(stamp_log)
 
-        def received() -> dict[str, int]:
-            for item in reversed(diagnostics.snapshot()):
-                for status in item.msg.status:
-                    if status.name.startswith("/soak/sole_r1_reward: camera "):
-                        pass
-                counts = {s.name.rsplit(" ", 1)[-1]: int({kv.key: kv.value for kv in s.values}["received"])
-                          for s in item.msg.status if s.name.startswith("/soak/sole_r1_reward: camera ")}
-                if counts:
-                    return counts
-            return {}
+            def received() -> dict[str, int]:
+                for item in reversed(diagnostics.snapshot()):
+                    for status in item.msg.status:
+                        if status.name.startswith("/soak/sole_r1_reward: camera "):
+                            pass
+                    counts = {s.name.rsplit(" ", 1)[-1]: int({kv.key: kv.value for kv in s.values}["received"])
+                              for s in item.msg.status if s.name.startswith("/soak/sole_r1_reward: camera ")}
+                    if counts:
+                        return counts
+                return {}
 
-        wait_until(lambda: received() == {r: ticks for r in ROLES}, 30,
-                   lambda: f"every frame counted by the node: {received()} vs {ticks}")
-    finally:
-        for proc in (publisher, node):
-            if proc is not None:
-                proc.stop()
-        listener.close()
-        restore_env(old_env)
+            wait_until(lambda: received() == {r: ticks for r in ROLES}, 30,
+                       lambda: f"every frame counted by the node: {received()} vs {ticks}")
+        finally:
+            for proc in (publisher, node):
+                if proc is not None:
+                    proc.stop()
 
     answers = [json.loads(r.msg.data) for r in estimates.snapshot()]
     assert sorted(a["request_id"] for a in answers) == sorted(sent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ EXPECTED_PROMPT = (
     f"<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{QUESTION}<|im_end|>\n"
     "<|im_start|>assistant\n"
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _messages() -> list[dict[str, Any]]:
@@ -37,17 +38,6 @@ def _composite_image() -> Image.Image:
     rgb[400:700, 600:1000] = (30, 30, 220)
     rgb[:, w // 2 - 2 : w // 2 + 2] = 255
     return Image.fromarray(rgb)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny matmuls gain nothing from intra-op threads and stall badly when another process holds a core."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
