@@ -35,7 +35,7 @@ from sole_r1_ros.model_config import ScorerSettings, add_scorer_arguments, build
 from sole_r1_ros.protocol import GenerationSettings, ProtocolError
 from sole_r1_ros.reward import RewardConfig
 from sole_r1_ros.reward_worker import RewardResult, RewardWorker, WorkerConfig
-from sole_r1_ros.scorer import GoalError, VisionLanguageModel, validate_goal
+from sole_r1_ros.scorer import GoalError, ProgressScorer, VisionLanguageModel, validate_goal
 
 LOG = logging.getLogger("score_bag")
 RESULT_NAMESPACE = "/sole_r1_reward"
@@ -148,6 +148,10 @@ class JournaledModel:
     def describe(self) -> dict[str, Any]:
         return self.model.describe() if hasattr(self.model, "describe") else {}
 
+    def escape_special_text(self, text: str) -> str:
+        escape = getattr(self.model, "escape_special_text", None)
+        return escape(text) if escape else text
+
     def generate(self, conversations: Sequence[list[dict[str, Any]]], images: Sequence[Image.Image],
                  settings: GenerationSettings, timings: BatchTimings | None = None) -> list[Generation]:
         for image in images:
@@ -227,9 +231,9 @@ def run(plan: Plan, args: argparse.Namespace, partial: Path) -> tuple[list[dict[
         lines = journal.read_text(encoding="utf-8").splitlines()[: len(replies) + 1]
         journal.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    scorer = build_scorer(settings)
-    model = JournaledModel(scorer.model, journal, replies)
-    scorer.model = model
+    loaded = build_scorer(settings)
+    model = JournaledModel(loaded.model, journal, replies)
+    scorer = ProgressScorer(model, loaded.protocol, generation=loaded.generation, from_zero=loaded.from_zero)
     roles = list(plan.cameras)
     selector = FrameSelector.create(roles, maxlen=args.buffer_size, max_bytes=256 << 20)
     results: list[RewardResult] = []
