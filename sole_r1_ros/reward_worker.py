@@ -81,7 +81,7 @@ class RewardResult:
     def publishes_progress(self) -> bool:
         """Progress/reward/reasoning topics get a value only when the model (or the episode's
         defined start) produced one; a parse failure carries the previous value forward."""
-        return self.estimate is not None and self.estimate.status in ("ok", "first_frame", "parse_failed")
+        return self.estimate is not None and self.estimate.has_progress
 
     @property
     def reasoning(self) -> str:
@@ -366,7 +366,7 @@ class RewardWorker:
         t0 = time.perf_counter()
         estimate = self.scorer.score(slot.episode, selection.stamp_ns, views)
         latency = time.perf_counter() - t0
-        reward = slot.rewards.step(estimate.progress) if estimate.status in ("ok", "first_frame", "parse_failed") else None
+        reward = slot.rewards.step(estimate.progress) if estimate.has_progress else None
         with self._lock:
             self.stats.estimates += 1
             self.stats.last_latency_s = latency

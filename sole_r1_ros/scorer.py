@@ -117,8 +117,10 @@ class Estimate:
         return self.percent / 100.0
 
     @property
-    def has_model_value(self) -> bool:
-        return self.status in ("ok", "first_frame")
+    def has_progress(self) -> bool:
+        """True when ``percent`` is a progress value to publish: the model's answer, the defined
+        0 of the first frame, or the previous value carried over a parse failure."""
+        return self.status in ("ok", "first_frame", "parse_failed")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
