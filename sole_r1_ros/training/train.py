@@ -193,6 +193,7 @@ def train(
     checkpoint_every: int = 300,
     examples_cache: Path | None = None,
     data_only: bool = False,
+    match_vision_scale: float = 0.0,
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
     import torch
@@ -237,11 +238,19 @@ def train(
                     "vision_hidden_size": cfg.vision_config.hidden_size, "vision_depth": cfg.vision_config.depth,
                     "max_image_tokens": int(backend.processor.image_processor.size["longest_edge"]) // 32**2,
                     "vocab_size": len(backend.processor.tokenizer)}
+        scaled: dict[str, float] = {}
+        if match_vision_scale > 0:
+            scaled = rescale_vision(model, collate(builder, examples[:batch_size], 1.0), match_vision_scale)["factors"]
         n_params = sum(p.numel() for p in model.parameters())
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=lr, betas=(0.9, 0.95), eps=1e-8)
+        # Rescaled output layers keep their learning rate scaled by the same factor (Adam's step size is
+        # scale-free, so this keeps them at their new scale instead of re-growing them within steps).
+        special = {n: k for n, _ in model.named_parameters() for m, k in scaled.items() if n.startswith(m + ".")}
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and n not in special]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n) and n not in special]
+        groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+        groups += [{"params": [p], "weight_decay": 0.0, "lr_mult": special[n]}
+                   for n, p in model.named_parameters() if n in special]
+        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
         order_rng = np.random.default_rng([seed, 3])
         order: list[int] = []
         log: list[dict[str, Any]] = []
@@ -259,7 +268,7 @@ def train(
                 order.extend(order_rng.permutation(len(examples)).tolist())
             idx, order = order[:batch_size], order[batch_size:]
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, lr, warmup)
+                g["lr"] = _lr_at(step, steps, lr, warmup) * g.get("lr_mult", 1.0)
             batch = collate(builder, [examples[i] for i in idx], answer_weight)
             loss, plain = weighted_loss(model, batch)
             opt.zero_grad(set_to_none=True)
@@ -300,6 +309,30 @@ def train(
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rescale_vision(model: Any, batch: dict[str, Any], factor: float = 1.0) -> dict[str, Any]:
+    """Scale the merger (and DeepStack mergers) output layers so the image embeddings' RMS equals
+    ``factor`` times the text embeddings' RMS (exact: the last layer is linear)."""
+    import torch
+
+    inner = model.model
+    text_rms = float(inner.language_model.embed_tokens.weight.detach().pow(2).mean().sqrt())
+    with torch.no_grad():
+        vo = inner.visual(batch["pixel_values"].to(inner.visual.dtype), grid_thw=batch["image_grid_thw"], return_dict=True)
+        feats = [("model.visual.merger", inner.visual.merger, vo.pooler_output)]
+        feats += [(f"model.visual.deepstack_merger_list.{i}", m, f) for i, (m, f) in
+                  enumerate(zip(inner.visual.deepstack_merger_list, vo.deepstack_features))]
+        info: dict[str, Any] = {"text_rms": text_rms, "factors": {}}
+        for name, module, f in feats:
+            rms = float(f.float().pow(2).mean().sqrt())
+            k = factor * text_rms / rms
+            module.linear_fc2.weight.mul_(k)
+            module.linear_fc2.bias.mul_(k)
+            info[name] = rms
+            info["factors"][name + ".linear_fc2"] = k
+    _log(f"rescaled vision outputs to {factor} x text RMS: {json.dumps(info)}")
+    return info
 
 
 def validation_loss(model: Any, builder: ExampleBuilder, val: list[Example], batch_size: int) -> float:
@@ -343,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="continue from this model directory instead of a fresh random init (a second stage)")
     p.add_argument("--threads", type=int, default=2,
                    help="torch intra-op threads (1 is steadier when other processes load the cores)")
+    p.add_argument("--match-vision-scale", type=float, default=0.0,
+                   help="if > 0, rescale the vision mergers' last layers so image embeddings have this multiple "
+                        "of the text embeddings' RMS (0: leave as built)")
     p.add_argument("--hidden-size", type=int, default=ARCH["hidden_size"])
     p.add_argument("--num-layers", type=int, default=ARCH["num_layers"])
     p.add_argument("--vision-hidden-size", type=int, default=ARCH["vision_hidden_size"])
@@ -358,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
           passes=args.passes, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
           answer_weight=args.answer_weight, noise=args.noise, p_noise=args.p_noise, p_random=args.p_random, workers=args.workers, arch=arch, log_every=args.log_every,
           threads=args.threads, init_dir=args.init,
-          examples_cache=args.examples_cache, data_only=args.data_only)
+          examples_cache=args.examples_cache, data_only=args.data_only,
+          match_vision_scale=args.match_vision_scale)
     return 0
 
 
