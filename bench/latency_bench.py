@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=0, help="0 = protocol default (200)")
     ap.add_argument("--greedy", action="store_true")
     ap.add_argument("--cpu-threads", type=int, default=0, help="node model.cpu_threads (0 = torch default)")
+    ap.add_argument("--conv-patch-embedding", action="store_true",
+                    help="node model.linear_patch_embedding:=false (the checkpoint's Conv3d patch embedding)")
     ap.add_argument("--domain", type=int, default=int(os.environ.get("BENCH_ROS_DOMAIN_ID", "154")))
     args = ap.parse_args(argv)
     os.environ["ROS_DOMAIN_ID"] = str(args.domain)
@@ -106,6 +108,8 @@ def main(argv=None) -> int:
               Parameter("goal", value="put the red block in the bowl"),
               Parameter("model.max_new_tokens", value=args.max_new_tokens),
               Parameter("model.greedy", value=args.greedy)]
+    if args.conv_patch_embedding:
+        params.append(Parameter("model.linear_patch_embedding", value=False))
     if args.cpu_threads:
         params.append(Parameter("model.cpu_threads", value=args.cpu_threads))
     params += [Parameter(f"camera.{r}.transport", value=args.transport) for r in roles]

@@ -47,6 +47,7 @@ class ModelOptions:
     min_pixels: int | None = None  # override the processor's image token budget
     max_pixels: int | None = None
     cpu_threads: int = 0  # > 0: torch intra-op threads on CPU (leave cores for the ROS executor)
+    linear_patch_embedding: bool = True  # run the vision Conv3d patch embedding as the matmul it is
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,33 @@ class BatchTimings:
     processor_s: float = 0.0
     model_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+
+
+def use_linear_patch_embedding(model: Any) -> int:
+    """Run every non-overlapping ``Conv3d`` patch embedding (Qwen2-VL, Qwen2.5-VL, Qwen3-VL
+    ``*.patch_embed.proj``: stride == kernel) as the linear layer it is: same weights, same
+    function, one GEMM instead of a convolution. oneDNN's and some cuDNN versions' Conv3d kernels
+    are many times slower for this shape (measured: docs/performance.md; upstream:
+    huggingface/transformers#45750). Only the instances' ``forward`` changes (no class patching,
+    checkpoints save as usual). Returns how many modules were switched."""
+    import types
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    def forward(self: Any, hidden_states: Any) -> Any:
+        w = self.proj.weight
+        out = F.linear(hidden_states.reshape(-1, w[0].numel()).to(w.dtype), w.reshape(w.shape[0], -1), self.proj.bias)
+        return out.view(-1, w.shape[0])
+
+    switched = 0
+    for name, module in model.named_modules():
+        proj = getattr(module, "proj", None)
+        if (name.endswith("patch_embed") and isinstance(proj, nn.Conv3d) and proj.stride == proj.kernel_size
+                and proj.padding == (0, 0, 0) and proj.dilation == (1, 1, 1) and proj.groups == 1):
+            module.forward = types.MethodType(forward, module)
+            switched += 1
+    return switched
 
 
 def _resolve_device(device: str) -> str:
@@ -151,6 +179,7 @@ class TransformersBackend:
             torch.set_num_threads(options.cpu_threads)
         self.model.to(self.device)
         self.model.eval()
+        self.linear_patch_embeddings = use_linear_patch_embedding(self.model) if options.linear_patch_embedding else 0
         self.processor.tokenizer.padding_side = "left"
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is not None and (options.min_pixels or options.max_pixels):

@@ -41,6 +41,7 @@ class ScorerSettings:
     min_pixels: int = 0  # 0: the processor's own
     max_pixels: int = 0
     cpu_threads: int = 0  # 0: torch's default
+    linear_patch_embedding: bool = True
 
 
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "data" / "default_model"
@@ -99,6 +100,7 @@ def build_scorer(settings: ScorerSettings) -> ProgressScorer:
             min_pixels=settings.min_pixels or None,
             max_pixels=settings.max_pixels or None,
             cpu_threads=settings.cpu_threads,
+            linear_patch_embedding=settings.linear_patch_embedding,
         )
     )
     return ProgressScorer(
@@ -125,6 +127,8 @@ def add_scorer_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--min-pixels", type=int, default=0)
     g.add_argument("--max-pixels", type=int, default=0)
     g.add_argument("--cpu-threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    g.add_argument("--conv-patch-embedding", action="store_true",
+                   help="run the vision patch embedding as the checkpoint's Conv3d (default: the equivalent, faster GEMM)")
 
 
 def settings_from_args(args: argparse.Namespace) -> ScorerSettings:
@@ -133,5 +137,5 @@ def settings_from_args(args: argparse.Namespace) -> ScorerSettings:
         trust_remote_code=args.trust_remote_code, prompt_config=args.prompt_config, from_zero=args.from_zero,
         greedy=args.greedy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k, seed=args.seed, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-        cpu_threads=args.cpu_threads,
+        cpu_threads=args.cpu_threads, linear_patch_embedding=not args.conv_patch_embedding,
     )

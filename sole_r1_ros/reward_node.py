@@ -76,6 +76,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "model.min_pixels": (0, "0 = processor default"),
     "model.max_pixels": (0, "0 = processor default"),
     "model.cpu_threads": (0, "torch threads when running on CPU; 0 = torch default"),
+    "model.linear_patch_embedding": (True, "run the vision Conv3d patch embedding as the equivalent GEMM (faster)"),
     "reward.mode": ("progress", "progress (paper) | delta | potential"),
     "reward.gamma": (0.99, "discount for potential-based shaping"),
     "reward.smoothing": ("none", "none | ema | median"),
@@ -125,6 +126,7 @@ class RewardNode(Node):
             max_new_tokens=p("model.max_new_tokens"), temperature=p("model.temperature"), top_p=p("model.top_p"),
             top_k=p("model.top_k"), seed=p("model.seed"), min_pixels=p("model.min_pixels"),
             max_pixels=p("model.max_pixels"), cpu_threads=p("model.cpu_threads"),
+            linear_patch_embedding=p("model.linear_patch_embedding"),
         )
         threshold = p("reward.success_threshold")
         reward_config = RewardConfig(

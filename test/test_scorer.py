@@ -180,6 +180,24 @@ def test_other_qwen_families_score(tiny_model_dirs: dict[str, Path], family: str
     assert e.status in ("ok", "parse_failed") and e.new_tokens > 0 and e.prompt_tokens > 100
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_linear_patch_embedding_is_the_checkpoints_conv3d(tiny_model_dirs: dict[str, Path], family: str) -> None:
+    import torch
+
+    path = str(tiny_model_dirs[family])
+    conv = TransformersBackend(ModelOptions(path=path, device="cpu", linear_patch_embedding=False))
+    linear = TransformersBackend(ModelOptions(path=path, device="cpu"))
+    assert (conv.linear_patch_embeddings, linear.linear_patch_embeddings) == (0, 1)
+    messages = load_protocol().templates.messages("put the red block in the bowl", 10, n_views=2)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (784, 1176, 3), dtype=np.uint8))
+    inputs = conv.processor(text=[conv.prompt_text(messages)], images=[image], return_tensors="pt")
+    with torch.no_grad():
+        a, b = conv.model(**inputs).logits, linear.model(**inputs).logits
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    state_a, state_b = conv.model.state_dict(), linear.model.state_dict()
+    assert state_a.keys() == state_b.keys()  # checkpoints still save as Conv3d weights
+
+
 def test_sampling_with_seed_is_reproducible(backend: TransformersBackend) -> None:
     settings = GenerationSettings(max_new_tokens=16, seed=123)
     texts = []

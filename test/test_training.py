@@ -160,3 +160,38 @@ def test_shipped_default_model_answers_in_protocol() -> None:
     assert all(0 <= e.percent <= 100 for e in estimates)
     summary = json.loads((DEFAULT_MODEL / "training_summary.json").read_text())
     assert summary["steps"] > 0
+
+
+def test_state_targets_follow_the_true_state() -> None:
+    from sole_r1_ros.training.vision_warmup import TARGETS, goal_ids, state_targets
+
+    ep = generate_episode("place", "success", seed=5, n_frames=40, size=(160, 120))
+    last = state_targets(ep, 30, ep.n_frames - 1)
+    assert last[TARGETS.index("progress")] == pytest.approx(1.0)
+    assert last[TARGETS.index("remaining")] == pytest.approx(0.0)
+    held = [i for i in range(ep.n_frames) if ep.meta["holding"][i] == ep.meta["task"].target]
+    assert held, "a successful place episode grasps its target"
+    mid = state_targets(ep, held[0] - 1, held[-1])
+    assert mid[TARGETS.index("holds_target")] == 1.0 and mid[TARGETS.index("holds_other")] == 0.0
+    assert mid[TARGETS.index("prev_progress")] == pytest.approx(D.percent_at(ep, held[0] - 1) / 100)
+    kind, target, reference = goal_ids(ep)
+    assert kind == D.TASK_KINDS.index("place")
+    from sole_r1_ros.training.vision_warmup import COLOR_NAMES
+    assert COLOR_NAMES[target] in ep.goal and COLOR_NAMES[reference] in ep.goal
+
+
+def test_vision_warmup_trains_only_the_vision_tower(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    from sole_r1_ros.training.vision_warmup import warmup
+
+    summary = warmup(tmp_path / "warm", init_dir=tiny_model_dir, episodes=2, passes=1, steps=3, val_episodes=1,
+                     workers=1, threads=1, log_every=1)
+    assert summary["steps"] == 3 and summary["train_composites"] > 0
+    assert set(summary["val_after"]) >= {"mae_progress", "acc_holds_target", "mae_progress_if_constant"}
+    before = dict(TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu")).model.named_parameters())
+    after = dict(TransformersBackend(ModelOptions(path=str(tmp_path / "warm"), device="cpu")).model.named_parameters())
+    assert before.keys() == after.keys()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(n.startswith("model.visual.") for n in changed)
+    assert "model.visual.patch_embed.proj.weight" in changed

@@ -194,6 +194,7 @@ def train(
     examples_cache: Path | None = None,
     data_only: bool = False,
     match_vision_scale: float = 0.0,
+    vision_lr_mult: float = 1.0,
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
     import torch
@@ -245,10 +246,16 @@ def train(
         # Rescaled output layers keep their learning rate scaled by the same factor (Adam's step size is
         # scale-free, so this keeps them at their new scale instead of re-growing them within steps).
         special = {n: k for n, _ in model.named_parameters() for m, k in scaled.items() if n.startswith(m + ".")}
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and n not in special]
-        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n) and n not in special]
-        groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
-        groups += [{"params": [p], "weight_decay": 0.0, "lr_mult": special[n]}
+        groups = []
+        for vision in (False, True):
+            mult = vision_lr_mult if vision else 1.0
+            named = [(n, p) for n, p in model.named_parameters()
+                     if n.startswith("model.visual.") == vision and n not in special]
+            groups.append({"params": [p for n, p in named if p.ndim >= 2 and "embed" not in n],
+                           "weight_decay": 0.01, "lr_mult": mult})
+            groups.append({"params": [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)],
+                           "weight_decay": 0.0, "lr_mult": mult})
+        groups += [{"params": [p], "weight_decay": 0.0, "lr_mult": special[n] * vision_lr_mult}
                    for n, p in model.named_parameters() if n in special]
         opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
         order_rng = np.random.default_rng([seed, 3])
@@ -294,6 +301,7 @@ def train(
             "seed": seed, "init": str(init_dir) if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
             "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
+            "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "final_train_loss_ema": round(ema or float("nan"), 4),
@@ -379,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--match-vision-scale", type=float, default=0.0,
                    help="if > 0, rescale the vision mergers' last layers so image embeddings have this multiple "
                         "of the text embeddings' RMS (0: leave as built)")
+    p.add_argument("--vision-lr-mult", type=float, default=1.0,
+                   help="learning-rate multiplier for the vision tower (below 1 keeps a warmed-up tower's features)")
     p.add_argument("--hidden-size", type=int, default=ARCH["hidden_size"])
     p.add_argument("--num-layers", type=int, default=ARCH["num_layers"])
     p.add_argument("--vision-hidden-size", type=int, default=ARCH["vision_hidden_size"])
@@ -395,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
           answer_weight=args.answer_weight, noise=args.noise, p_noise=args.p_noise, p_random=args.p_random, workers=args.workers, arch=arch, log_every=args.log_every,
           threads=args.threads, init_dir=args.init,
           examples_cache=args.examples_cache, data_only=args.data_only,
-          match_vision_scale=args.match_vision_scale)
+          match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult)
     return 0
 
 

@@ -1,0 +1,328 @@
+"""Vision warm-up: teach the vision tower to see task state before the protocol SFT (CPU).
+
+    python -m sole_r1_ros.training.vision_warmup --out /tmp/warm --seed 0 --minutes 8
+
+A tiny random-init VLM trained only on the protocol's long prompts learns the text prior
+(goal + quoted previous progress) and ignores the image (docs/default_model.md). This stage is
+the miniature of a pretrained vision encoder: the model's own Qwen3-VL vision tower (patch
+embedding, blocks, merger and DeepStack mergers) is trained on the production composites
+(``compose`` + the model's image processor, exactly as the scorer sends them) to predict the
+scene's true state through a small goal-conditioned attention-pooling head: current and
+previous progress, how far the target still is from its goal, what the gripper holds and
+whether the target moved. The head mimics what the language model has to do (attend to image
+tokens with a goal-dependent query) and is thrown away; only the vision weights are saved, in
+the same model directory format as the input (``--init``, or a fresh random model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import pickle
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sole_r1_ros.synth.episodes import TASK_KINDS
+from sole_r1_ros.synth.scene import COLORS
+from sole_r1_ros.training.dataset import (
+    EpisodeSpec,
+    ExampleBuilder,
+    _target_distance,
+    make_episode,
+    percent_at,
+    step_pairs,
+    training_specs,
+)
+
+COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+TARGETS: tuple[str, ...] = ("progress", "prev_progress", "remaining", "holds_target", "holds_other",
+                            "target_moved")
+_BINARY = slice(3, 6)
+_WORKER: dict[str, Any] = {}
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@dataclass
+class VisionExample:
+    """One composite (uint8 patches) with its goal condition and state targets."""
+
+    patches: np.ndarray  # uint8 [n_patches, C*P*P]
+    grid_thw: np.ndarray  # int64 [3]
+    goal: np.ndarray  # int64 [3]: task kind, target colour, reference colour
+    targets: np.ndarray  # float32 [len(TARGETS)]
+
+
+def state_targets(ep: Any, prev_idx: int, cur_idx: int) -> np.ndarray:
+    """The regression/classification targets of one step, from the scene's true state."""
+    meta = ep.meta
+    t = meta["task"].target
+    held = int(meta["holding"][cur_idx])
+    moved = float(np.abs(meta["poses"][cur_idx][t, :3] - meta["poses"][prev_idx][t, :3]).max() > 0.004)
+    remaining = min(_target_distance(ep, cur_idx) / max(_target_distance(ep, 0), 1e-6), 1.5) / 1.5
+    return np.array([percent_at(ep, cur_idx) / 100.0, percent_at(ep, prev_idx) / 100.0, remaining,
+                     float(held == t), float(held >= 0 and held != t), moved], dtype=np.float32)
+
+
+def goal_ids(ep: Any) -> np.ndarray:
+    meta = ep.meta
+    return np.array([TASK_KINDS.index(meta["task_kind"]), COLOR_NAMES.index(meta["target"]),
+                     COLOR_NAMES.index(meta["reference"])], dtype=np.int64)
+
+
+def _worker_init(model_dir: str) -> None:
+    import torch
+
+    from sole_r1_ros.protocol import load_protocol
+    from sole_r1_ros.training.train import _load_backend
+
+    torch.set_num_threads(1)
+    _WORKER["builder"] = ExampleBuilder(_load_backend(Path(model_dir)), load_protocol())
+
+
+def _episode_job(job: tuple[EpisodeSpec, int, int]) -> list[VisionExample]:
+    spec, seed, passes = job
+    builder: ExampleBuilder = _WORKER["builder"]
+    ep = make_episode(spec)
+    rng = np.random.default_rng([seed, spec.seed, 13])
+    goal = goal_ids(ep)
+    out = []
+    for _ in range(passes):
+        for prev_idx, cur_idx in step_pairs(ep.n_frames, rng, (3.0, 12.0)):
+            _, image = builder.prompt_and_image(ep, prev_idx, cur_idx, 0)
+            inputs = builder.processor.image_processor(images=[image], return_tensors="np")
+            out.append(VisionExample(builder.to_patches(np.asarray(inputs["pixel_values"])),
+                                     np.asarray(inputs["image_grid_thw"][0], dtype=np.int64), goal,
+                                     state_targets(ep, prev_idx, cur_idx)))
+    return out
+
+
+def build_vision_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, passes: int,
+                          workers: int) -> list[VisionExample]:
+    jobs = [(s, seed, passes) for s in specs]
+    t0 = time.perf_counter()
+    out: list[VisionExample] = []
+    if workers <= 1:
+        _worker_init(str(model_dir))
+        results, pool = map(_episode_job, jobs), None
+    else:
+        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(str(model_dir),))
+        results = pool.imap(_episode_job, jobs, chunksize=2)
+    try:
+        for k, exs in enumerate(results, 1):
+            out.extend(exs)
+            if k % 100 == 0 or k == len(jobs):
+                _log(f"vision data: {k}/{len(jobs)} episodes, {len(out)} composites, {time.perf_counter() - t0:.0f} s")
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return out
+
+
+def make_head(token_dim: int, n_queries: int = 4, dim: int = 64) -> Any:
+    """Goal-conditioned attention pooling over image tokens, then an MLP to the targets."""
+    import torch
+    from torch import nn
+
+    class StateHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kind = nn.Embedding(len(TASK_KINDS), n_queries * dim)
+            self.target = nn.Embedding(len(COLOR_NAMES), n_queries * dim)
+            self.reference = nn.Embedding(len(COLOR_NAMES), n_queries * dim)
+            self.norm = nn.LayerNorm(token_dim)
+            self.key = nn.Linear(token_dim, dim)
+            self.value = nn.Linear(token_dim, dim)
+            self.mlp = nn.Sequential(nn.Linear(n_queries * dim + 3 * dim, 128), nn.GELU(), nn.Linear(128, len(TARGETS)))
+
+        def forward(self, tokens: list[torch.Tensor], goal: torch.Tensor) -> torch.Tensor:
+            q = (self.kind(goal[:, 0]) + self.target(goal[:, 1]) + self.reference(goal[:, 2])).view(len(tokens), n_queries, dim)
+            pooled = []
+            for i, tok in enumerate(tokens):
+                x = self.norm(tok)
+                att = torch.softmax(q[i] @ self.key(x).T / dim ** 0.5, dim=-1)  # [Q, N]
+                pooled.append((att @ self.value(x)).reshape(-1))
+            g = q[:, :3].reshape(len(tokens), -1)
+            return self.mlp(torch.cat([torch.stack(pooled), g], dim=-1))
+
+    return StateHead()
+
+
+def image_tokens(visual: Any, builder: ExampleBuilder, batch: list[VisionExample]) -> list[Any]:
+    """Per-image token features: the merger output concatenated with the DeepStack outputs."""
+    import torch
+
+    pixel = torch.from_numpy(np.concatenate([builder.pixel_values(e.patches) for e in batch]))
+    grid = torch.from_numpy(np.stack([e.grid_thw for e in batch]))
+    out = visual(pixel, grid_thw=grid, return_dict=True)
+    feats = torch.cat([out.pooler_output, *out.deepstack_features], dim=-1)
+    merge = visual.spatial_merge_size ** 2
+    sizes = [int(np.prod(e.grid_thw)) // merge for e in batch]
+    return list(torch.split(feats, sizes))
+
+
+def state_loss(pred: Any, target: Any) -> Any:
+    import torch.nn.functional as F
+
+    reg = F.smooth_l1_loss(pred[:, :3], target[:, :3], beta=0.1)
+    cls = F.binary_cross_entropy_with_logits(pred[:, _BINARY], target[:, _BINARY])
+    return 4.0 * reg + cls
+
+
+def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[VisionExample], batch: int = 32
+                  ) -> dict[str, float]:
+    """Mean absolute error of each regression target and accuracy of each binary one."""
+    import torch
+
+    visual.eval()
+    head.eval()
+    preds, targets = [], []
+    with torch.no_grad():
+        for k in range(0, len(val), batch):
+            chunk = val[k:k + batch]
+            preds.append(head(image_tokens(visual, builder, chunk), torch.from_numpy(np.stack([e.goal for e in chunk]))))
+            targets.append(torch.from_numpy(np.stack([e.targets for e in chunk])))
+    visual.train()
+    head.train()
+    p, t = torch.cat(preds), torch.cat(targets)
+    out = {f"mae_{n}": float((p[:, i] - t[:, i]).abs().mean()) for i, n in enumerate(TARGETS[:3])}
+    out.update({f"acc_{n}": float(((p[:, i] > 0).float() == t[:, i]).float().mean())
+                for i, n in enumerate(TARGETS[3:], start=3)})
+    out["mae_progress_if_constant"] = float((t[:, 0] - t[:, 0].mean()).abs().mean())
+    return out
+
+
+def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: int = 360, passes: int = 3,
+           minutes: float = 8.0, steps: int = 4000, batch_size: int = 32, lr: float = 2e-3,
+           threads: int = 2, workers: int = 2, val_episodes: int = 24, log_every: int = 50,
+           cache: Path | None = None) -> dict[str, Any]:
+    """Train the vision tower of ``init_dir`` (or a fresh default-architecture model) and save it to ``out``."""
+    import torch
+
+    from sole_r1_ros.protocol import load_protocol
+    from sole_r1_ros.training.train import ARCH, _load_backend, _lr_at, build_initial_model, save_model
+
+    t_start = time.perf_counter()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    tmp = Path(tempfile.mkdtemp(prefix="sole_r1_warmup_"))
+    try:
+        model_dir = init_dir or build_initial_model(tmp / "init", seed, dict(ARCH))
+        train_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 500_000) for s in training_specs(episodes, seed)]
+        val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 700_000) for s in training_specs(val_episodes, seed + 1)]
+        if cache and Path(cache).is_file():
+            with open(cache, "rb") as f:
+                examples, val = pickle.load(f)
+            _log(f"loaded {len(examples)} + {len(val)} composites from {cache}")
+        else:
+            examples = build_vision_examples(model_dir, train_specs, seed, passes, workers)
+            val = build_vision_examples(model_dir, val_specs, seed + 1, 1, workers)
+            if cache:
+                with open(cache, "wb") as f:
+                    pickle.dump((examples, val), f, protocol=pickle.HIGHEST_PROTOCOL)
+        data_s = time.perf_counter() - t_start
+        _log(f"vision data ready: {len(examples)} train / {len(val)} val composites in {data_s:.0f} s")
+
+        torch.set_num_threads(threads)
+        backend = _load_backend(model_dir)
+        builder = ExampleBuilder(backend, load_protocol())
+        visual = backend.model.model.visual
+        visual.train()
+        with torch.no_grad():
+            dim = image_tokens(visual, builder, examples[:1])[0].shape[-1]
+        head = make_head(dim)
+        params = list(visual.parameters()) + list(head.parameters())
+        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+        before = evaluate_head(visual, head, builder, val)
+        _log(f"before: {json.dumps(before)}")
+        order_rng = np.random.default_rng([seed, 5])
+        order: list[int] = []
+        log: list[dict[str, Any]] = []
+        t_train = time.perf_counter()
+        deadline = t_train + minutes * 60.0
+        step, ema = 0, None
+        for step in range(steps):
+            if time.perf_counter() > deadline:
+                _log(f"time budget of {minutes} min reached at step {step}")
+                break
+            if len(order) < batch_size:
+                order.extend(order_rng.permutation(len(examples)).tolist())
+            idx, order = order[:batch_size], order[batch_size:]
+            chunk = [examples[i] for i in idx]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, steps, lr, 100)
+            pred = head(image_tokens(visual, builder, chunk), torch.from_numpy(np.stack([e.goal for e in chunk])))
+            loss = state_loss(pred, torch.from_numpy(np.stack([e.targets for e in chunk])))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            value = loss.item()
+            ema = value if ema is None else 0.95 * ema + 0.05 * value
+            if step % log_every == 0:
+                entry = {"step": step, "loss_ema": round(ema, 4), "elapsed_s": round(time.perf_counter() - t_train, 1)}
+                if step % (log_every * 4) == 0:
+                    entry.update({k: round(v, 4) for k, v in evaluate_head(visual, head, builder, val).items()})
+                log.append(entry)
+                _log(json.dumps(entry))
+        after = evaluate_head(visual, head, builder, val)
+        _log(f"after: {json.dumps(after)}")
+        summary = {
+            "stage": "vision_warmup", "seed": seed, "init": str(init_dir) if init_dir else "random",
+            "episodes": episodes, "passes": passes, "train_composites": len(examples), "val_composites": len(val),
+            "steps": step + 1, "batch_size": batch_size, "lr": lr, "data_seconds": round(data_s, 1),
+            "train_seconds": round(time.perf_counter() - t_train, 1), "torch_threads": torch.get_num_threads(),
+            "val_before": {k: round(v, 4) for k, v in before.items()},
+            "val_after": {k: round(v, 4) for k, v in after.items()},
+        }
+        previous = Path(model_dir) / "training_summary.json"
+        if init_dir and previous.is_file():
+            summary["previous_stage"] = json.loads(previous.read_text(encoding="utf-8"))
+        summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
+        save_model(backend, out, {"training_summary.json": summary, "training_log.json": log})
+        _log(f"saved {out}")
+        return summary
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="model directory to write (replaced atomically)")
+    p.add_argument("--init", type=Path, default=None, help="model to start from (default: fresh random init)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=360)
+    p.add_argument("--passes", type=int, default=3, help="scoring passes (random strides) per episode")
+    p.add_argument("--minutes", type=float, default=8.0, help="wall-clock cap on the optimisation loop")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cache", type=Path, default=None,
+                   help="pickle of the rendered composites: loaded if present, else written (development)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    warmup(args.out, init_dir=args.init, seed=args.seed, episodes=args.episodes, passes=args.passes,
+           minutes=args.minutes, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+           workers=args.workers, cache=args.cache)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
