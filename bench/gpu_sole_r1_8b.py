@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 IMAGE_TOKEN_ID = 151655
 VIDEO_TOKEN_ID = 151656
 VISION_START_ID = 151652
@@ -89,9 +91,11 @@ def model_config(tiny: bool):
                          vision_end_token_id=VISION_END_ID, tie_word_embeddings=False)
 
 
-def build_model(config, device: str, dtype, attn: str):
+def build_model(config, device: str, dtype, attn: str, linear_patch_embedding: bool = True):
     import torch
     from transformers import Qwen3VLForConditionalGeneration
+
+    from sole_r1_ros.backend import use_linear_patch_embedding
 
     config._attn_implementation = attn  # noqa: SLF001 - set before construction
     t0 = time.perf_counter()
@@ -99,6 +103,8 @@ def build_model(config, device: str, dtype, attn: str):
     with torch.device(device):
         model = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation=attn)
     model.eval()
+    if linear_patch_embedding:  # as the node does by default (model.linear_patch_embedding)
+        use_linear_patch_embedding(model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return model, time.perf_counter() - t0
@@ -249,6 +255,8 @@ def main(argv=None) -> int:
     ap.add_argument("--text-tokens", type=int, default=300, help="prompt text tokens besides the image")
     ap.add_argument("--greedy", action="store_true", help="greedy instead of the release's sampling (T=1, top_p .9, top_k 50)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--conv-patch-embedding", action="store_true",
+                    help="keep the checkpoint's Conv3d patch embedding (the node's model.linear_patch_embedding:=false)")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
 
@@ -287,7 +295,7 @@ def main(argv=None) -> int:
     compile_modes = {"off": [False], "on": [True], "both": [False, True]}[args.static_compile]
     for attn in args.attn:
         try:
-            model, build_s = build_model(config, device, dtype, attn)
+            model, build_s = build_model(config, device, dtype, attn, not args.conv_patch_embedding)
         except Exception as err:  # noqa: BLE001 - e.g. flash_attention_2 not installed
             print(f"attn={attn}: cannot build: {type(err).__name__}: {err}", flush=True)
             continue

@@ -15,7 +15,7 @@ from sole_r1_ros.protocol import load_protocol
 from sole_r1_ros.synth.episodes import generate_episode
 from sole_r1_ros.training import dataset as D
 from sole_r1_ros.training.evaluate import TARGETS, auroc, evaluate, format_table, spearman
-from sole_r1_ros.training.train import save_model, train, weighted_loss
+from sole_r1_ros.training.train import image_dependence, save_model, train, weighted_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -121,7 +121,26 @@ def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     summary = train(tmp_path / "m", steps=2, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
                     init_dir=tiny_model_dir, threads=1, checkpoint_every=0)
     assert summary["steps"] == 2 and summary["train_examples"] > 0
+    dependence = summary["image_dependence_random_prev"]
+    assert dependence["answer_loss"] > 0 and dependence["answer_loss_shuffled_images"] > 0
     TransformersBackend(ModelOptions(path=str(tmp_path / "m"), device="cpu"))
+
+
+def test_image_dependence_swaps_images_and_scores_only_the_answer(builder: D.ExampleBuilder,
+                                                                   backend: TransformersBackend,
+                                                                   episode: D.Episode) -> None:
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    examples = list(D.episode_examples(builder, episode, rng, stride_range=(5.0, 6.0), p_random=1.0))[:3]
+    different = image_dependence(backend.model, builder, examples, 2)
+    assert different["answer_loss"] != different["answer_loss_shuffled_images"]  # random weights read the image
+    same_image = [dataclasses.replace(e, patches=examples[0].patches) for e in examples]
+    same = image_dependence(backend.model, builder, same_image, 2)
+    assert same["answer_loss"] == same["answer_loss_shuffled_images"]
+    # only the answer tokens count: the loss over the whole reply differs
+    _, reply_loss = weighted_loss(backend.model, D.collate(builder, same_image, 1.0))
+    assert round(float(reply_loss), 4) != same["answer_loss"]
 
 
 def test_evaluate_returns_every_metric(backend: TransformersBackend) -> None:
@@ -180,6 +199,36 @@ def test_state_targets_follow_the_true_state() -> None:
     assert COLOR_NAMES[target] in ep.goal and COLOR_NAMES[reference] in ep.goal
 
 
+@pytest.mark.parametrize("kind,seed", [("push", 5), ("stack", 8), ("reach", 2)])
+def test_token_labels_cover_the_pixels_the_object_changes(kind: str, seed: int) -> None:
+    """Ground truth from the renderer itself: the composite pixels that change when the target is
+    removed from the scene must fall on the tokens labelled with the target's colour."""
+    from sole_r1_ros.synth.scene import SceneRenderer, SceneState
+    from sole_r1_ros.training.vision_warmup import COLOR_NAMES, token_labels
+
+    ep = generate_episode(kind, "success", seed=seed, n_frames=30, size=(320, 240))
+    meta, i = ep.meta, 12
+    target = meta["task"].target
+    renderer = SceneRenderer(meta["scene"], meta["size"])
+    state = SceneState(meta["gripper"][i], meta["poses"][i], int(meta["holding"][i]))
+    away = meta["poses"][i].copy()
+    away[target, :2] = (25.0, 25.0)
+    with_target = renderer.render(state)
+    without = renderer.render(SceneState(state.gripper, away, state.holding))
+    a = np.asarray(compose(with_target, with_target, with_target, ep.roles), dtype=np.int32)
+    b = np.asarray(compose(without, without, without, ep.roles), dtype=np.int32)
+    ys, xs = np.nonzero(np.abs(a - b).sum(axis=-1) > 120)
+    assert len(ys) > 50, "the target must be visible"
+    rows, cols = 10, 15
+    labels = token_labels(ep, (i, i, i), (rows, cols)).reshape(rows, cols, -1)
+    channel = labels[..., COLOR_NAMES.index(meta["target"])]
+    cells = channel[ys * rows // a.shape[0], xs * cols // a.shape[1]]
+    assert cells.mean() > 0.9
+    assert channel.sum() < 0.3 * rows * cols  # boxes, not the whole image
+    absent = set(COLOR_NAMES) - {o["color"] for o in meta["objects"]}
+    assert all(labels[..., COLOR_NAMES.index(c)].sum() == 0 for c in absent)
+
+
 def test_vision_warmup_trains_only_the_vision_tower(tiny_model_dir: Path, tmp_path: Path) -> None:
     import torch
 
@@ -188,7 +237,8 @@ def test_vision_warmup_trains_only_the_vision_tower(tiny_model_dir: Path, tmp_pa
     summary = warmup(tmp_path / "warm", init_dir=tiny_model_dir, episodes=2, passes=1, steps=3, val_episodes=1,
                      workers=1, threads=1, log_every=1)
     assert summary["steps"] == 3 and summary["train_composites"] > 0
-    assert set(summary["val_after"]) >= {"mae_progress", "acc_holds_target", "mae_progress_if_constant"}
+    assert set(summary["val_after"]) >= {"mae_progress", "acc_holds_target", "mae_progress_if_constant",
+                                         "token_label_f1"}
     before = dict(TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu")).model.named_parameters())
     after = dict(TransformersBackend(ModelOptions(path=str(tmp_path / "warm"), device="cpu")).model.named_parameters())
     assert before.keys() == after.keys()

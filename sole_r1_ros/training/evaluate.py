@@ -24,6 +24,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,6 +193,21 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def measure_image_dependence(model_dir: str | Path, episodes: int = 8, seed: int = 1000) -> dict[str, float]:
+    """Teacher-forced answer-token loss on held-out steps whose quoted previous progress is uniform
+    random, with the right composites and with composites swapped between steps
+    (``train.image_dependence``)."""
+    from sole_r1_ros.protocol import load_protocol
+    from sole_r1_ros.training.dataset import ExampleBuilder
+    from sole_r1_ros.training.train import _load_backend, build_examples, image_dependence
+
+    specs = evaluation_specs(episodes, seed)
+    examples = build_examples(Path(model_dir), specs, seed, noise=0.0, p_random=1.0, workers=1)
+    backend = _load_backend(Path(model_dir))
+    result = image_dependence(backend.model, ExampleBuilder(backend, load_protocol()), examples, 8)
+    return {**result, "examples": len(examples)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="model directory")
@@ -202,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default="", help="also write the full result (with traces) to this file")
     p.add_argument("--verbose", action="store_true", help="print each episode's predicted and true progress")
+    p.add_argument("--image-dependence", type=int, default=0, metavar="N",
+                   help="also report the answer loss with true vs swapped images on N held-out episodes")
     args = p.parse_args(argv)
     if args.threads > 0:
         import torch
@@ -212,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(result))
     print(f"\n{result['episodes']} episodes ({result['success_episodes']} successful, {result['hacking_episodes']} "
           f"hacking), {result['model_calls']} model calls, scoring {result['score_seconds']} s")
+    if args.image_dependence > 0:
+        result["image_dependence"] = measure_image_dependence(args.model, args.image_dependence, args.seed)
+        print(f"image dependence (random quoted previous progress): {json.dumps(result['image_dependence'])}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

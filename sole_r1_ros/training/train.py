@@ -297,6 +297,10 @@ def train(
                 _log(json.dumps(entry))
         final_steps = step + (0 if stopped_early else 1)
         val_loss = validation_loss(model, builder, val, batch_size)
+        val_random_prev = build_examples(model_dir, val_specs, seed + 1, noise=0.0, p_random=1.0,
+                                         workers=1 if len(val_specs) < 4 else workers)
+        dependence = image_dependence(model, builder, val_random_prev, batch_size)
+        _log(f"image dependence (random quoted previous progress): {json.dumps(dependence)}")
         summary = {
             "seed": seed, "init": str(init_dir) if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
             "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
@@ -304,7 +308,8 @@ def train(
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
-            "final_val_loss": round(val_loss, 4), "final_train_loss_ema": round(ema or float("nan"), 4),
+            "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
+            "final_train_loss_ema": round(ema or float("nan"), 4),
             "torch_threads": torch.get_num_threads(),
         }
         summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
@@ -357,6 +362,33 @@ def validation_loss(model: Any, builder: ExampleBuilder, val: list[Example], bat
             total += float(plain) * len(chunk)
             n += len(chunk)
     return total / n
+
+
+def image_dependence(model: Any, builder: ExampleBuilder, val: list[Example], batch_size: int) -> dict[str, float]:
+    """Answer-token loss (``<answer>…</answer>``) with each example's own composite and with the
+    composite of the next example (same grid) swapped in. Equal losses mean the answer does not
+    depend on the image; on examples whose quoted previous progress is random the gap is how much
+    the model reads progress from the image."""
+    import dataclasses
+
+    import torch
+
+    shuffled = [dataclasses.replace(e, patches=o.patches, grid_thw=o.grid_thw)
+                for e, o in zip(val, val[1:] + val[:1]) if np.array_equal(e.grid_thw, o.grid_thw)]
+    out: dict[str, float] = {}
+    model.eval()
+    with torch.no_grad():
+        for name, exs in (("answer_loss", val), ("answer_loss_shuffled_images", shuffled)):
+            total, n = 0.0, 0
+            for k in range(0, len(exs), batch_size):
+                batch = collate(builder, exs[k:k + batch_size], 1.0)
+                for row, e in enumerate(exs[k:k + batch_size]):
+                    batch["weights"][row, :e.answer_start] = 0.0  # the answer tokens only
+                _, plain = weighted_loss(model, batch)
+                total += float(plain) * len(exs[k:k + batch_size])
+                n += len(exs[k:k + batch_size])
+            out[name] = round(total / max(n, 1), 4)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

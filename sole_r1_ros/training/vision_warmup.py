@@ -9,7 +9,9 @@ embedding, blocks, merger and DeepStack mergers) is trained on the production co
 (``compose`` + the model's image processor, exactly as the scorer sends them) to predict the
 scene's true state through a small goal-conditioned attention-pooling head: current and
 previous progress, how far the target still is from its goal, what the gripper holds and
-whether the target moved. The head mimics what the language model has to do (attend to image
+whether the target moved; and, per image token, which objects (by colour), the gripper and the
+goal zone it shows (``token_labels``: dense supervision, 150 labels per composite instead of six
+numbers). The pooled head mimics what the language model has to do (attend to image
 tokens with a goal-dependent query) and is thrown away; only the vision weights are saved, in
 the same model directory format as the input (``--init``, or a fresh random model).
 """
@@ -32,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from sole_r1_ros.composite import CompositeLayout
 from sole_r1_ros.synth.episodes import TASK_KINDS
-from sole_r1_ros.synth.scene import COLORS
+from sole_r1_ros.synth.scene import COLORS, SceneRenderer
 from sole_r1_ros.training.dataset import (
     EpisodeSpec,
     ExampleBuilder,
@@ -45,6 +48,8 @@ from sole_r1_ros.training.dataset import (
 )
 
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
+#: Per-image-token label channels: an object of each colour, the gripper, the goal zone.
+TOKEN_CHANNELS: tuple[str, ...] = (*COLOR_NAMES, "gripper", "zone")
 TARGETS: tuple[str, ...] = ("progress", "prev_progress", "remaining", "holds_target", "holds_other",
                             "target_moved")
 _BINARY = slice(3, 6)
@@ -63,6 +68,7 @@ class VisionExample:
     grid_thw: np.ndarray  # int64 [3]
     goal: np.ndarray  # int64 [3]: task kind, target colour, reference colour
     targets: np.ndarray  # float32 [len(TARGETS)]
+    token_labels: np.ndarray  # uint8 [n_image_tokens, len(TOKEN_CHANNELS)]
 
 
 def state_targets(ep: Any, prev_idx: int, cur_idx: int) -> np.ndarray:
@@ -74,6 +80,54 @@ def state_targets(ep: Any, prev_idx: int, cur_idx: int) -> np.ndarray:
     remaining = min(_target_distance(ep, cur_idx) / max(_target_distance(ep, 0), 1e-6), 1.5) / 1.5
     return np.array([percent_at(ep, cur_idx) / 100.0, percent_at(ep, prev_idx) / 100.0, remaining,
                      float(held == t), float(held >= 0 and held != t), moved], dtype=np.float32)
+
+
+def token_labels(ep: Any, frame_indices: tuple[int, ...], token_grid: tuple[int, int],
+                 layout: CompositeLayout = CompositeLayout()) -> np.ndarray:
+    """What each image token of the composite shows, from the true state: for every column
+    (``frame_indices``) and camera row, the projected bounding boxes of the objects (one channel
+    per colour), the gripper's fingertip point and the goal zone, mapped through the composite's
+    letterbox and grid geometry onto the model's merged-token grid (``token_grid`` = rows, cols,
+    raster order like the vision tower's output). Camera jitter is ignored (a few pixels against
+    tokens of ~65 view pixels)."""
+    meta = ep.meta
+    scene = meta["scene"]
+    width, height = meta["size"]
+    rows, cols = token_grid
+    renderer = SceneRenderer(scene, (width, height))
+    tile, gap = layout.tile_size, layout.gap
+    k = tile / max(width, height)
+    new_w, new_h = max(1, int(width * k)), max(1, int(height * k))
+    off_x, off_y = (tile - new_w) // 2, (tile - new_h) // 2
+    grid_w = len(frame_indices) * tile + (len(frame_indices) - 1) * gap
+    grid_h = len(ep.roles) * tile + (len(ep.roles) - 1) * gap
+    out = np.zeros((rows, cols, len(TOKEN_CHANNELS)), dtype=np.uint8)
+
+    def mark(channel: int, col: int, row: int, pts: np.ndarray) -> None:
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        if x1 < 0 or y1 < 0 or x0 >= width or y0 >= height:
+            return  # outside the view
+        x0, x1 = np.clip([x0, x1], 0, width)
+        y0, y1 = np.clip([y0, y1], 0, height)
+        gx = col * (tile + gap) + off_x + np.array([x0, x1]) * new_w / width
+        gy = row * (tile + gap) + off_y + np.array([y0, y1]) * new_h / height
+        c0, c1 = (np.clip(gx / grid_w * cols, 0, cols - 1e-6)).astype(int)
+        r0, r1 = (np.clip(gy / grid_h * rows, 0, rows - 1e-6)).astype(int)
+        out[r0:r1 + 1, c0:c1 + 1, channel] = 1
+
+    for col, i in enumerate(frame_indices):
+        grip, poses = meta["gripper"][i], meta["poses"][i]
+        for row, role in enumerate(ep.roles):
+            cam = renderer.external_camera() if role == "external" else renderer.wrist_camera(grip)
+            if scene.zone is not None:
+                mark(len(COLOR_NAMES) + 1, col, row, cam.project(scene.zone.corners(), 0.0))
+            for obj, (x, y, z, yaw) in zip(scene.objects, poses):
+                top = z + obj.height
+                if cam.elevation - top >= 0.02:  # the renderer skips objects at the lens
+                    mark(COLOR_NAMES.index(obj.color), col, row, cam.project(obj.footprint(x, y, yaw), top))
+            tip = cam.project(np.asarray(grip[:2], dtype=np.float64)[None], float(grip[2]))
+            mark(len(COLOR_NAMES), col, row, tip)
+    return out.reshape(rows * cols, len(TOKEN_CHANNELS))
 
 
 def goal_ids(ep: Any) -> np.ndarray:
@@ -103,9 +157,12 @@ def _episode_job(job: tuple[EpisodeSpec, int, int]) -> list[VisionExample]:
         for prev_idx, cur_idx in step_pairs(ep.n_frames, rng, (3.0, 12.0)):
             _, image = builder.prompt_and_image(ep, prev_idx, cur_idx, 0)
             inputs = builder.processor.image_processor(images=[image], return_tensors="np")
-            out.append(VisionExample(builder.to_patches(np.asarray(inputs["pixel_values"])),
-                                     np.asarray(inputs["image_grid_thw"][0], dtype=np.int64), goal,
-                                     state_targets(ep, prev_idx, cur_idx)))
+            grid = np.asarray(inputs["image_grid_thw"][0], dtype=np.int64)
+            merge = int(builder.processor.image_processor.merge_size)
+            labels = token_labels(ep, (0, prev_idx, cur_idx), (int(grid[1]) // merge, int(grid[2]) // merge),
+                                  builder.protocol.layout)
+            out.append(VisionExample(builder.to_patches(np.asarray(inputs["pixel_values"])), grid, goal,
+                                     state_targets(ep, prev_idx, cur_idx), labels))
     return out
 
 
@@ -133,7 +190,8 @@ def build_vision_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, 
 
 
 def make_head(token_dim: int, n_queries: int = 4, dim: int = 64) -> Any:
-    """Goal-conditioned attention pooling over image tokens, then an MLP to the targets."""
+    """Goal-conditioned attention pooling over image tokens, then an MLP to the targets; and a
+    per-token linear probe (``dense``) for the token labels."""
     import torch
     from torch import nn
 
@@ -147,6 +205,7 @@ def make_head(token_dim: int, n_queries: int = 4, dim: int = 64) -> Any:
             self.key = nn.Linear(token_dim, dim)
             self.value = nn.Linear(token_dim, dim)
             self.mlp = nn.Sequential(nn.Linear(n_queries * dim + 3 * dim, 128), nn.GELU(), nn.Linear(128, len(TARGETS)))
+            self.dense = nn.Linear(token_dim, len(TOKEN_CHANNELS))  # per-token: which objects are here
 
         def forward(self, tokens: list[torch.Tensor], goal: torch.Tensor) -> torch.Tensor:
             q = (self.kind(goal[:, 0]) + self.target(goal[:, 1]) + self.reference(goal[:, 2])).view(len(tokens), n_queries, dim)
@@ -182,6 +241,24 @@ def state_loss(pred: Any, target: Any) -> Any:
     return 4.0 * reg + cls
 
 
+def _labels(batch: list[VisionExample]) -> Any:
+    import torch
+
+    return torch.from_numpy(np.concatenate([e.token_labels for e in batch]).astype(np.float32))
+
+
+def warmup_loss(head: Any, tokens: list[Any], batch: list[VisionExample], dense_weight: float) -> Any:
+    """State loss through the pooled head, plus ``dense_weight`` x the per-token label loss."""
+    import torch
+    import torch.nn.functional as F
+
+    loss = state_loss(head(tokens, torch.from_numpy(np.stack([e.goal for e in batch]))),
+                      torch.from_numpy(np.stack([e.targets for e in batch])))
+    if dense_weight > 0:
+        loss = loss + dense_weight * F.binary_cross_entropy_with_logits(head.dense(torch.cat(tokens)), _labels(batch))
+    return loss
+
+
 def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[VisionExample], batch: int = 32
                   ) -> dict[str, float]:
     """Mean absolute error of each regression target and accuracy of each binary one."""
@@ -189,12 +266,15 @@ def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[Vis
 
     visual.eval()
     head.eval()
-    preds, targets = [], []
+    preds, targets, dense, labels = [], [], [], []
     with torch.no_grad():
         for k in range(0, len(val), batch):
             chunk = val[k:k + batch]
-            preds.append(head(image_tokens(visual, builder, chunk), torch.from_numpy(np.stack([e.goal for e in chunk]))))
+            tokens = image_tokens(visual, builder, chunk)
+            preds.append(head(tokens, torch.from_numpy(np.stack([e.goal for e in chunk]))))
             targets.append(torch.from_numpy(np.stack([e.targets for e in chunk])))
+            dense.append(head.dense(torch.cat(tokens)) > 0)
+            labels.append(_labels(chunk) > 0.5)
     visual.train()
     head.train()
     p, t = torch.cat(preds), torch.cat(targets)
@@ -202,13 +282,16 @@ def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[Vis
     out.update({f"acc_{n}": float(((p[:, i] > 0).float() == t[:, i]).float().mean())
                 for i, n in enumerate(TARGETS[3:], start=3)})
     out["mae_progress_if_constant"] = float((t[:, 0] - t[:, 0].mean()).abs().mean())
+    d, lab = torch.cat(dense), torch.cat(labels)
+    hits = float((d & lab).sum())
+    out["token_label_f1"] = 2 * hits / max(float(d.sum()) + float(lab.sum()), 1.0)
     return out
 
 
 def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: int = 360, passes: int = 3,
            minutes: float = 8.0, steps: int = 4000, batch_size: int = 32, lr: float = 2e-3,
            threads: int = 2, workers: int = 2, val_episodes: int = 24, log_every: int = 50,
-           cache: Path | None = None) -> dict[str, Any]:
+           cache: Path | None = None, dense_weight: float = 1.0) -> dict[str, Any]:
     """Train the vision tower of ``init_dir`` (or a fresh default-architecture model) and save it to ``out``."""
     import torch
 
@@ -265,8 +348,7 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
             chunk = [examples[i] for i in idx]
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr, 100)
-            pred = head(image_tokens(visual, builder, chunk), torch.from_numpy(np.stack([e.goal for e in chunk])))
-            loss = state_loss(pred, torch.from_numpy(np.stack([e.targets for e in chunk])))
+            loss = warmup_loss(head, image_tokens(visual, builder, chunk), chunk, dense_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -284,7 +366,7 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
         summary = {
             "stage": "vision_warmup", "seed": seed, "init": str(init_dir) if init_dir else "random",
             "episodes": episodes, "passes": passes, "train_composites": len(examples), "val_composites": len(val),
-            "steps": step + 1, "batch_size": batch_size, "lr": lr, "data_seconds": round(data_s, 1),
+            "steps": step + 1, "batch_size": batch_size, "lr": lr, "dense_weight": dense_weight, "data_seconds": round(data_s, 1),
             "train_seconds": round(time.perf_counter() - t_train, 1), "torch_threads": torch.get_num_threads(),
             "val_before": {k: round(v, 4) for k, v in before.items()},
             "val_after": {k: round(v, 4) for k, v in after.items()},
@@ -313,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dense-weight", type=float, default=1.0,
+                   help="weight of the per-token label loss (objects by colour, gripper, zone); 0 = state targets only")
     p.add_argument("--cache", type=Path, default=None,
                    help="pickle of the rendered composites: loaded if present, else written (development)")
     args = p.parse_args(argv)
@@ -320,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     warmup(args.out, init_dir=args.init, seed=args.seed, episodes=args.episodes, passes=args.passes,
            minutes=args.minutes, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
-           workers=args.workers, cache=args.cache)
+           workers=args.workers, cache=args.cache, dense_weight=args.dense_weight)
     return 0
 
 
