@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -88,29 +88,37 @@ def _episode_job(job: tuple[EpisodeSpec, int, int, float, float, float]) -> list
                                  p_random=p_random))
 
 
-def build_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, *, passes: int = 1, noise: float = 6.0,
-                   p_noise: float = 0.5, p_random: float = 0.0, workers: int = 2) -> list[Example]:
-    """Render ``specs`` and build their examples (deterministic order; ``workers`` processes)."""
-    jobs = [(s, seed, passes, noise, p_noise, p_random) for s in specs]
-    out: list[Example] = []
+def map_episodes(job_fn: Callable[[Any], list[Any]], jobs: list[Any], model_dir: Path, workers: int,
+                 init_fn: Callable[[str], None] | None = None, what: str = "examples", log_every: int = 50
+                 ) -> list[Any]:
+    """``job_fn`` over per-episode ``jobs`` (``workers`` forked processes, each set up with
+    ``init_fn(model_dir)``), flattened in job order, with progress logged."""
+    init_fn = init_fn or _worker_init
+    out: list[Any] = []
     t0 = time.perf_counter()
     if workers <= 1:
-        _worker_init(str(model_dir))
-        results = map(_episode_job, jobs)
-        pool = None
+        init_fn(str(model_dir))
+        results, pool = map(job_fn, jobs), None
     else:
-        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(str(model_dir),))
-        results = pool.imap(_episode_job, jobs, chunksize=2)
+        pool = mp.get_context("fork").Pool(workers, initializer=init_fn, initargs=(str(model_dir),))
+        results = pool.imap(job_fn, jobs, chunksize=2)
     try:
-        for k, exs in enumerate(results, 1):
-            out.extend(exs)
-            if k % 50 == 0 or k == len(jobs):
-                _log(f"data: {k}/{len(jobs)} episodes, {len(out)} examples, {time.perf_counter() - t0:.0f} s")
+        for k, items in enumerate(results, 1):
+            out.extend(items)
+            if k % log_every == 0 or k == len(jobs):
+                _log(f"data: {k}/{len(jobs)} episodes, {len(out)} {what}, {time.perf_counter() - t0:.0f} s")
     finally:
         if pool is not None:
             pool.close()
             pool.join()
     return out
+
+
+def build_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, *, passes: int = 1, noise: float = 6.0,
+                   p_noise: float = 0.5, p_random: float = 0.0, workers: int = 2) -> list[Example]:
+    """Render ``specs`` and build their examples (deterministic order; ``workers`` processes)."""
+    jobs = [(s, seed, passes, noise, p_noise, p_random) for s in specs]
+    return map_episodes(_episode_job, jobs, model_dir, workers)
 
 
 def weighted_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:

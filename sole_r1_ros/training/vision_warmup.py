@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import pickle
 import random
@@ -83,18 +82,19 @@ def state_targets(ep: Any, prev_idx: int, cur_idx: int) -> np.ndarray:
 
 
 def token_labels(ep: Any, frame_indices: tuple[int, ...], token_grid: tuple[int, int],
-                 layout: CompositeLayout = CompositeLayout()) -> np.ndarray:
+                 layout: CompositeLayout = CompositeLayout(), renderer: SceneRenderer | None = None) -> np.ndarray:
     """What each image token of the composite shows, from the true state: for every column
     (``frame_indices``) and camera row, the projected bounding boxes of the objects (one channel
     per colour), the gripper's fingertip point and the goal zone, mapped through the composite's
     letterbox and grid geometry onto the model's merged-token grid (``token_grid`` = rows, cols,
     raster order like the vision tower's output). Camera jitter is ignored (a few pixels against
-    tokens of ~65 view pixels)."""
+    tokens of ~65 view pixels). Pass the episode's ``renderer`` when calling this per step (building
+    one renders the table texture)."""
     meta = ep.meta
     scene = meta["scene"]
     width, height = meta["size"]
     rows, cols = token_grid
-    renderer = SceneRenderer(scene, (width, height))
+    renderer = renderer or SceneRenderer(scene, (width, height))
     tile, gap = layout.tile_size, layout.gap
     k = tile / max(width, height)
     new_w, new_h = max(1, int(width * k)), max(1, int(height * k))
@@ -152,6 +152,7 @@ def _episode_job(job: tuple[EpisodeSpec, int, int]) -> list[VisionExample]:
     ep = make_episode(spec)
     rng = np.random.default_rng([seed, spec.seed, 13])
     goal = goal_ids(ep)
+    renderer = SceneRenderer(ep.meta["scene"], ep.meta["size"])  # cameras for the token labels
     out = []
     for _ in range(passes):
         for prev_idx, cur_idx in step_pairs(ep.n_frames, rng, (3.0, 12.0)):
@@ -160,7 +161,7 @@ def _episode_job(job: tuple[EpisodeSpec, int, int]) -> list[VisionExample]:
             grid = np.asarray(inputs["image_grid_thw"][0], dtype=np.int64)
             merge = int(builder.processor.image_processor.merge_size)
             labels = token_labels(ep, (0, prev_idx, cur_idx), (int(grid[1]) // merge, int(grid[2]) // merge),
-                                  builder.protocol.layout)
+                                  builder.protocol.layout, renderer)
             out.append(VisionExample(builder.to_patches(np.asarray(inputs["pixel_values"])), grid, goal,
                                      state_targets(ep, prev_idx, cur_idx), labels))
     return out
@@ -168,25 +169,10 @@ def _episode_job(job: tuple[EpisodeSpec, int, int]) -> list[VisionExample]:
 
 def build_vision_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, passes: int,
                           workers: int) -> list[VisionExample]:
-    jobs = [(s, seed, passes) for s in specs]
-    t0 = time.perf_counter()
-    out: list[VisionExample] = []
-    if workers <= 1:
-        _worker_init(str(model_dir))
-        results, pool = map(_episode_job, jobs), None
-    else:
-        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(str(model_dir),))
-        results = pool.imap(_episode_job, jobs, chunksize=2)
-    try:
-        for k, exs in enumerate(results, 1):
-            out.extend(exs)
-            if k % 100 == 0 or k == len(jobs):
-                _log(f"vision data: {k}/{len(jobs)} episodes, {len(out)} composites, {time.perf_counter() - t0:.0f} s")
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    return out
+    from sole_r1_ros.training.train import map_episodes
+
+    return map_episodes(_episode_job, [(s, seed, passes) for s in specs], model_dir, workers,
+                        init_fn=_worker_init, what="composites", log_every=100)
 
 
 def make_head(token_dim: int, n_queries: int = 4, dim: int = 64) -> Any:
