@@ -6,8 +6,8 @@ offline with the default model, print the table and write the plot.
 
 The default is the small Qwen3-VL shipped in ``sole_r1_ros/data/default_model`` (trained on
 CPU on synthetic episodes, docs/default_model.md): it answers in the checkpoint's protocol,
-so the whole pipeline runs for real (composite, prompt, generation, parsing, bag I/O), but it
-does not yet read the images: its numbers track time, not the scene.
+so the whole pipeline runs for real (composite, prompt, generation, parsing, bag I/O), and it
+reads the images only a little: held-out AUROC success vs failure 0.67, MAE 0.34.
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0:
         print(f"plot: {out / 'scored' / 'plot.png'}")
         if not args.model:
-            print("note: the built-in default model speaks the SOLE-R1 protocol but does not yet read the images "
-                  "(docs/default_model.md); point --model at a SOLE-R1 checkpoint for real estimates")
+            print("note: the built-in default model speaks the SOLE-R1 protocol but reads the images only coarsely "
+                  "(held-out AUROC 0.67, MAE 0.34: docs/default_model.md); point --model at a SOLE-R1 checkpoint "
+                  "for real estimates")
     return code
 
 

@@ -234,9 +234,10 @@ def test_vision_warmup_trains_only_the_vision_tower(tiny_model_dir: Path, tmp_pa
 
     from sole_r1_ros.training.vision_warmup import warmup
 
-    summary = warmup(tmp_path / "warm", init_dir=tiny_model_dir, episodes=2, passes=1, steps=3, val_episodes=1,
-                     workers=1, threads=1, log_every=1)
-    assert summary["steps"] == 3 and summary["train_composites"] > 0
+    summary = warmup(tmp_path / "warm", init_dir=tiny_model_dir, episodes=2, passes=1, steps=6, stop_after=3,
+                     val_episodes=1, workers=1, threads=1, log_every=1)
+    assert summary["steps"] == 3 and summary["planned_steps"] == 6 and summary["train_composites"] > 0
+    assert summary["init"] == "previous_stage" and not summary["stopped_early"]
     assert set(summary["val_after"]) >= {"mae_progress", "acc_holds_target", "mae_progress_if_constant",
                                          "token_label_f1"}
     before = dict(TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu")).model.named_parameters())

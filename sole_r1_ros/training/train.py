@@ -310,7 +310,7 @@ def train(
         dependence = image_dependence(model, builder, val_random_prev, batch_size)
         _log(f"image dependence (random quoted previous progress): {json.dumps(dependence)}")
         summary = {
-            "seed": seed, "init": str(init_dir) if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
+            "seed": seed, "init": "previous_stage" if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
             "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,

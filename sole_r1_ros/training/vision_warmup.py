@@ -277,7 +277,7 @@ def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[Vis
 def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: int = 360, passes: int = 3,
            minutes: float = 8.0, steps: int = 4000, batch_size: int = 32, lr: float = 2e-3,
            threads: int = 2, workers: int = 2, val_episodes: int = 24, log_every: int = 50,
-           cache: Path | None = None, dense_weight: float = 1.0) -> dict[str, Any]:
+           cache: Path | None = None, dense_weight: float = 1.0, stop_after: int = 0) -> dict[str, Any]:
     """Train the vision tower of ``init_dir`` (or a fresh default-architecture model) and save it to ``out``."""
     import torch
 
@@ -323,10 +323,11 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
         log: list[dict[str, Any]] = []
         t_train = time.perf_counter()
         deadline = t_train + minutes * 60.0
-        step, ema = 0, None
-        for step in range(steps):
+        step, ema, stopped_early = 0, None, False
+        for step in range(min(steps, stop_after) if stop_after > 0 else steps):
             if time.perf_counter() > deadline:
                 _log(f"time budget of {minutes} min reached at step {step}")
+                stopped_early = True
                 break
             if len(order) < batch_size:
                 order.extend(order_rng.permutation(len(examples)).tolist())
@@ -350,9 +351,10 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
         after = evaluate_head(visual, head, builder, val)
         _log(f"after: {json.dumps(after)}")
         summary = {
-            "stage": "vision_warmup", "seed": seed, "init": str(init_dir) if init_dir else "random",
+            "stage": "vision_warmup", "seed": seed, "init": "previous_stage" if init_dir else "random",
             "episodes": episodes, "passes": passes, "train_composites": len(examples), "val_composites": len(val),
-            "steps": step + 1, "batch_size": batch_size, "lr": lr, "dense_weight": dense_weight, "data_seconds": round(data_s, 1),
+            "steps": step + (0 if stopped_early else 1), "planned_steps": steps, "stopped_early": stopped_early,
+            "batch_size": batch_size, "lr": lr, "dense_weight": dense_weight, "data_seconds": round(data_s, 1),
             "train_seconds": round(time.perf_counter() - t_train, 1), "torch_threads": torch.get_num_threads(),
             "val_before": {k: round(v, 4) for k, v in before.items()},
             "val_after": {k: round(v, 4) for k, v in after.items()},
@@ -376,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=360)
     p.add_argument("--passes", type=int, default=3, help="scoring passes (random strides) per episode")
     p.add_argument("--minutes", type=float, default=8.0, help="wall-clock cap on the optimisation loop")
-    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=4000, help="length of the learning-rate schedule")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop after this many steps (the schedule still spans --steps): replays a time-capped run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=2)
@@ -390,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     warmup(args.out, init_dir=args.init, seed=args.seed, episodes=args.episodes, passes=args.passes,
            minutes=args.minutes, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
-           workers=args.workers, cache=args.cache, dense_weight=args.dense_weight)
+           workers=args.workers, cache=args.cache, dense_weight=args.dense_weight,
+           stop_after=args.stop_after)
     return 0
 
 
