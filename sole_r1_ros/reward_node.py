@@ -320,6 +320,12 @@ def main(args: Sequence[str] | None = None) -> int:
     except (ModelLoadError, ProtocolError, ValueError) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
         code = 1
+    except Exception:
+        # A signal can shut the context down between two executor iterations; rclpy then raises
+        # RCLError ("context is not valid") from building the next wait set instead of
+        # ExternalShutdownException (ros2/ros2cli#854). That is a requested shutdown, not a crash.
+        if node is None or rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.shutdown()

@@ -58,3 +58,31 @@ def test_signal_under_full_load(slow_model_dir: Path, tmp_path: Path, sig: signa
     assert "did not stop" not in output  # the worker was joined
     assert all(json.loads(r.msg.data)["status"] in ("first_frame", "ok", "parse_failed") for r in estimates.snapshot())
     assert elapsed < 10, f"exit took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("context_shut_down", [True, False])
+def test_main_exits_cleanly_when_a_signal_shuts_the_context_down_under_spin(
+        tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, context_shut_down: bool) -> None:
+    """rclpy's signal handler shuts the context down asynchronously; if that lands between two
+    executor iterations, ``spin`` raises RCLError ("failed to initialize wait set: the given context
+    is not valid", seen in CI under SIGTERM; ros2/ros2cli#854) instead of ExternalShutdownException.
+    ``main`` must exit 0 then, and still raise the same error when the context is fine."""
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
+
+    from sole_r1_ros import reward_node
+
+    def racy_spin(node: object) -> None:
+        if context_shut_down:
+            rclpy.shutdown()  # what the signal handler does
+        raise RCLError("failed to initialize wait set: the given context is not valid")
+
+    monkeypatch.setattr(reward_node.rclpy, "spin", racy_spin)
+    with isolated_ros("main_spin_race"):
+        args = ["reward_node", "--ros-args", "-p", f"model.path:={tiny_model_dir}"]
+        if context_shut_down:
+            assert reward_node.main(args) == 0
+        else:
+            with pytest.raises(RCLError):
+                reward_node.main(args)
+    assert not rclpy.ok()
