@@ -89,18 +89,17 @@ def _episode_job(job: tuple[EpisodeSpec, int, int, float, float, float]) -> list
 
 
 def map_episodes(job_fn: Callable[[Any], list[Any]], jobs: list[Any], model_dir: Path, workers: int,
-                 init_fn: Callable[[str], None] | None = None, what: str = "examples", log_every: int = 50
-                 ) -> list[Any]:
-    """``job_fn`` over per-episode ``jobs`` (``workers`` forked processes, each set up with
-    ``init_fn(model_dir)``), flattened in job order, with progress logged."""
-    init_fn = init_fn or _worker_init
+                 what: str = "examples", log_every: int = 50) -> list[Any]:
+    """``job_fn`` over per-episode ``jobs`` (``workers`` forked processes, each holding an
+    ``ExampleBuilder`` for ``model_dir`` in ``_WORKER["builder"]``), flattened in job order, with
+    progress logged."""
     out: list[Any] = []
     t0 = time.perf_counter()
     if workers <= 1:
-        init_fn(str(model_dir))
+        _worker_init(str(model_dir))
         results, pool = map(job_fn, jobs), None
     else:
-        pool = mp.get_context("fork").Pool(workers, initializer=init_fn, initargs=(str(model_dir),))
+        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(str(model_dir),))
         results = pool.imap(job_fn, jobs, chunksize=2)
     try:
         for k, items in enumerate(results, 1):
@@ -356,7 +355,9 @@ def rescale_vision(model: Any, batch: dict[str, Any], factor: float = 1.0) -> di
     return info
 
 
-def validation_loss(model: Any, builder: ExampleBuilder, val: list[Example], batch_size: int) -> float:
+def validation_loss(model: Any, builder: ExampleBuilder, val: list[Example], batch_size: int,
+                    answer_only: bool = False) -> float:
+    """Mean teacher-forced loss over the reply tokens (``answer_only``: from ``<answer>`` on)."""
     import torch
 
     if not val:
@@ -366,7 +367,11 @@ def validation_loss(model: Any, builder: ExampleBuilder, val: list[Example], bat
     with torch.no_grad():
         for k in range(0, len(val), batch_size):
             chunk = val[k:k + batch_size]
-            _, plain = weighted_loss(model, collate(builder, chunk, 1.0))
+            batch = collate(builder, chunk, 1.0)
+            if answer_only:
+                for row, e in enumerate(chunk):
+                    batch["weights"][row, :e.answer_start] = 0.0
+            _, plain = weighted_loss(model, batch)
             total += float(plain) * len(chunk)
             n += len(chunk)
     return total / n
@@ -379,24 +384,10 @@ def image_dependence(model: Any, builder: ExampleBuilder, val: list[Example], ba
     the model reads progress from the image."""
     import dataclasses
 
-    import torch
-
     shuffled = [dataclasses.replace(e, patches=o.patches, grid_thw=o.grid_thw)
                 for e, o in zip(val, val[1:] + val[:1]) if np.array_equal(e.grid_thw, o.grid_thw)]
-    out: dict[str, float] = {}
-    model.eval()
-    with torch.no_grad():
-        for name, exs in (("answer_loss", val), ("answer_loss_shuffled_images", shuffled)):
-            total, n = 0.0, 0
-            for k in range(0, len(exs), batch_size):
-                batch = collate(builder, exs[k:k + batch_size], 1.0)
-                for row, e in enumerate(exs[k:k + batch_size]):
-                    batch["weights"][row, :e.answer_start] = 0.0  # the answer tokens only
-                _, plain = weighted_loss(model, batch)
-                total += float(plain) * len(exs[k:k + batch_size])
-                n += len(exs[k:k + batch_size])
-            out[name] = round(total / max(n, 1), 4)
-    return out
+    return {name: round(validation_loss(model, builder, exs, batch_size, answer_only=True), 4)
+            for name, exs in (("answer_loss", val), ("answer_loss_shuffled_images", shuffled))}
 
 
 def main(argv: list[str] | None = None) -> int:

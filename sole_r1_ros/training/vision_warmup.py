@@ -45,6 +45,7 @@ from sole_r1_ros.training.dataset import (
     step_pairs,
     training_specs,
 )
+from sole_r1_ros.training.train import _WORKER, _log, map_episodes
 
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 #: Per-image-token label channels: an object of each colour, the gripper, the goal zone.
@@ -52,11 +53,6 @@ TOKEN_CHANNELS: tuple[str, ...] = (*COLOR_NAMES, "gripper", "zone")
 TARGETS: tuple[str, ...] = ("progress", "prev_progress", "remaining", "holds_target", "holds_other",
                             "target_moved")
 _BINARY = slice(3, 6)
-_WORKER: dict[str, Any] = {}
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 @dataclass
@@ -136,19 +132,9 @@ def goal_ids(ep: Any) -> np.ndarray:
                      COLOR_NAMES.index(meta["reference"])], dtype=np.int64)
 
 
-def _worker_init(model_dir: str) -> None:
-    import torch
-
-    from sole_r1_ros.protocol import load_protocol
-    from sole_r1_ros.training.train import _load_backend
-
-    torch.set_num_threads(1)
-    _WORKER["builder"] = ExampleBuilder(_load_backend(Path(model_dir)), load_protocol())
-
-
 def _episode_job(job: tuple[EpisodeSpec, int, int]) -> list[VisionExample]:
     spec, seed, passes = job
-    builder: ExampleBuilder = _WORKER["builder"]
+    builder: ExampleBuilder = _WORKER["builder"]  # set by train.map_episodes' worker set-up
     ep = make_episode(spec)
     rng = np.random.default_rng([seed, spec.seed, 13])
     goal = goal_ids(ep)
@@ -169,10 +155,8 @@ def _episode_job(job: tuple[EpisodeSpec, int, int]) -> list[VisionExample]:
 
 def build_vision_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, passes: int,
                           workers: int) -> list[VisionExample]:
-    from sole_r1_ros.training.train import map_episodes
-
     return map_episodes(_episode_job, [(s, seed, passes) for s in specs], model_dir, workers,
-                        init_fn=_worker_init, what="composites", log_every=100)
+                        what="composites", log_every=100)
 
 
 def make_head(token_dim: int, n_queries: int = 4, dim: int = 64) -> Any:
