@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,15 @@ from sole_r1_ros.composite import compose
 from sole_r1_ros.protocol import load_protocol
 from sole_r1_ros.synth.episodes import generate_episode
 from sole_r1_ros.training import dataset as D
-from sole_r1_ros.training.evaluate import TARGETS, auroc, evaluate, format_table, spearman
+from sole_r1_ros.training.evaluate import (
+    SENTENCES,
+    TARGETS,
+    auroc,
+    evaluate,
+    format_table,
+    reasoning_accuracy,
+    spearman,
+)
 from sole_r1_ros.training.train import image_dependence, save_model, train, weighted_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -75,6 +84,32 @@ def test_reasoning_is_grounded_and_parses(outcome: str) -> None:
         assert len(reply.split()) < 60
     if outcome == "wrong_object":
         assert any("not the" in D.reasoning_text(ep, p, c, 0) for p, c in zip(idx[:-1], idx[1:]))
+
+
+def test_decision_words_are_marked_and_weighted(builder: D.ExampleBuilder) -> None:
+    ep = generate_episode("stack", "wrong_object", seed=5, n_frames=30, size=(160, 120))
+    tok = builder.tokenizer
+    seen: set[str] = set()
+    for prev, cur in zip(D.scored_indices(ep.n_frames, 5.0)[:-1], D.scored_indices(ep.n_frames, 5.0)[1:]):
+        marked = D.marked_answer(ep, prev, cur, 50)
+        plain, spans = D.strip_decisions(marked)
+        assert plain == D.answer_text(ep, prev, cur, 50) and "\x01" not in plain and spans
+        words = [plain[a:b] for a, b in spans]
+        seen.update(words)
+        ex = builder.build(ep, prev, cur, 50)
+        assert ex.reply == plain
+        decoded = tok.decode([int(ex.input_ids[p]) for p in ex.decision_positions])
+        # Every marked word is covered by its tokens, and only reply tokens are marked.
+        assert all(w.split()[-1] in decoded for w in words)
+        assert ex.decision_positions.min() >= ex.reply_start and ex.decision_positions.max() < ex.answer_start
+        batch = D.collate(builder, [ex], answer_weight=3.0, decision_weight=5.0)
+        w = batch["weights"][0]
+        assert set(np.flatnonzero(w.numpy() == 5.0)) == set(ex.decision_positions.tolist())
+        assert float(w[ex.answer_start]) == 3.0 and float(w[ex.reply_start - 1]) == 0.0
+    # Progress direction and the phase are decisions on every step; wrong-object steps name the other object.
+    assert {"went up", "went down", "stayed"} & seen and any(w.startswith("Next:") or w == "The task" for w in seen)
+    target = D._object_name(ep, ep.meta["task"].target)
+    assert any(w.endswith("block") and w != target for w in seen if w != "The task")
 
 
 def test_specs_are_seeded_and_held_out() -> None:
@@ -150,7 +185,28 @@ def test_evaluate_returns_every_metric(backend: TransformersBackend) -> None:
         assert key in result and key in result["targets_met"]
     assert result["episodes"] == 2 and result["model_calls"] == 2 * 2
     assert 0.0 <= result["parse_rate"] <= 1.0
-    assert "| metric |" in format_table(result)
+    assert "| metric |" in format_table(result) and "| reply sentence |" in format_table(result)
+    assert set(result["reasoning_accuracy"]) == set(SENTENCES)
+    assert len(result["traces"][0]["quoted"]) == len(result["traces"][0]["replies"]) == 2
+
+
+def test_reasoning_accuracy_compares_each_sentence_with_the_true_state() -> None:
+    ep = generate_episode("place", "success", seed=5, n_frames=30, size=(160, 120))
+    frames = D.scored_indices(ep.n_frames, 5.0)
+    quoted = [D.percent_at(ep, p) for p in frames[:-1]]
+    replies = [D.answer_text(ep, p, c, q) for p, c, q in zip(frames[:-1], frames[1:], quoted)]
+    trace = {"frames": frames, "status": ["first_frame"] + ["ok"] * len(replies), "replies": replies, "quoted": quoted}
+    assert reasoning_accuracy([ep], [trace]) == {name: 1.0 for name in SENTENCES}
+    # The same replies read against other quoted values: only the direction sentence can change.
+    shifted = dict(trace, quoted=[(q + 50) % 101 for q in quoted])
+    acc = reasoning_accuracy([ep], [shifted])
+    assert acc["direction"] == 0.0 and all(acc[n] == 1.0 for n in SENTENCES if n != "direction")
+    # A reply that claims the target is in the zone on every step is wrong wherever it is not.
+    liar = dict(trace, replies=[re.sub(r"is (far from|halfway to|near|in)", "is in", r) for r in replies])
+    truly_in = [" is in " in r for r in replies]
+    assert 0.0 < np.mean(truly_in) < 1.0
+    assert reasoning_accuracy([ep], [liar])["where"] == pytest.approx(np.mean(truly_in))
+    assert reasoning_accuracy([ep], [dict(trace, replies=["garbage"] * len(replies))])["motion"] == 0.0
 
 
 def test_metric_helpers() -> None:

@@ -72,8 +72,39 @@ def _object_name(ep: Episode, index: int) -> str:
     return str(ep.meta["objects"][index]["name"])
 
 
+# Decision words (the ones only the images can tell) are wrapped in these marks while the reply is
+# built, so training can weight their tokens up; ``reasoning_text`` returns the plain text.
+_OPEN, _CLOSE = "\x01", "\x02"
+
+
+def _d(words: str) -> str:
+    return f"{_OPEN}{words}{_CLOSE}"
+
+
+def strip_decisions(marked: str) -> tuple[str, list[tuple[int, int]]]:
+    """Plain text and the character spans of the marked decision words in it."""
+    plain: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos, start = 0, -1
+    for ch in marked:
+        if ch == _OPEN:
+            start = pos
+        elif ch == _CLOSE:
+            spans.append((start, pos))
+        else:
+            plain.append(ch)
+            pos += 1
+    return "".join(plain), spans
+
+
 def reasoning_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
     """Short, temporally grounded reasoning for the step ``prev_idx → cur_idx`` from true state."""
+    return strip_decisions(marked_reasoning(ep, prev_idx, cur_idx, prev_percent))[0]
+
+
+def marked_reasoning(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
+    """:func:`reasoning_text` with its decision words (motion, contact, place, direction, phase)
+    wrapped in marks (:func:`strip_decisions`)."""
     meta = ep.meta
     task, scene = meta["task"], meta["scene"]
     kind = task.kind
@@ -90,38 +121,38 @@ def reasoning_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) 
     d0 = float(np.hypot(*(g0[:2] - p0[t, :2])))
     d1 = float(np.hypot(*(g1[:2] - p1[t, :2])))
     if float(np.linalg.norm(g1[:3] - g0[:3])) < GRIPPER_MOVED:
-        sentences.append("The gripper barely moved.")
+        sentences.append(f"The gripper {_d('barely')} moved.")
     elif d1 < d0 - GRIPPER_MOVED:
-        sentences.append(f"The gripper moved toward the {target}.")
+        sentences.append(f"The gripper moved {_d('toward')} the {target}.")
     elif d1 > d0 + GRIPPER_MOVED:
-        sentences.append(f"The gripper moved away from the {target}.")
+        sentences.append(f"The gripper moved {_d('away')} from the {target}.")
     else:
-        sentences.append(f"The gripper moved around the {target}.")
+        sentences.append(f"The gripper moved {_d('around')} the {target}.")
 
     # 2. Contact: what is held or pushed, and what moved.
     moved = [j for j in range(len(p1)) if float(np.hypot(*(p1[j, :2] - p0[j, :2]))) > MOVED
              or abs(float(p1[j, 2] - p0[j, 2])) > MOVED]
     h = int(holding[cur_idx])
     if h == t:
-        sentences.append(f"It holds the {target}.")
+        sentences.append(f"{_d('It holds')} the {target}.")
     elif h >= 0:
-        sentences.append(f"It holds the {_object_name(ep, h)}, not the {target}.")
+        sentences.append(f"{_d('It holds')} the {_d(_object_name(ep, h))}, not the {target}.")
     elif t in moved:
         near = float(np.hypot(*(g1[:2] - p1[t, :2]))) < 2 * NEAR_GRIPPER and g1[2] < HOVER_Z
-        sentences.append(f"It is pushing the {target}." if near else f"The {target} moved.")
+        sentences.append(f"{_d('It is pushing')} the {target}." if near else f"{_d('The')} {target} moved.")
     elif moved:
-        sentences.append(f"The {_object_name(ep, moved[0])} moved, not the {target}.")
+        sentences.append(f"{_d('The')} {_d(_object_name(ep, moved[0]))} moved, not the {target}.")
     elif g1[2] < HOVER_Z and d1 > NEAR_GRIPPER and kind != "reach":
-        sentences.append(f"It hovers without touching the {target}.")
+        sentences.append(f"{_d('It hovers')} without touching the {target}.")
     else:
-        sentences.append("No object moved.")
+        sentences.append(f"{_d('No object')} moved.")
 
     # 3. Where the target is relative to the goal.
     if kind == "reach":
         dist, dist0 = _target_distance(ep, cur_idx), _target_distance(ep, 0)
         r = dist / max(dist0, 1e-6)
         where = "right above" if dist < 0.03 else ("near" if r < 0.4 else ("halfway to" if r < 0.75 else "far from"))
-        sentences.append(f"The gripper is {where} the {target}.")
+        sentences.append(f"The gripper is {_d(where)} the {target}.")
     else:
         din, din0 = _target_distance(ep, cur_idx), _target_distance(ep, 0)
         r = din / max(din0, 1e-6)
@@ -133,16 +164,16 @@ def reasoning_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) 
             where = "halfway to"
         else:
             where = "far from"
-        sentences.append(f"The {target} is {where} {goal}.")
+        sentences.append(f"The {target} is {_d(where)} {goal}.")
 
     # 4. Direction of progress relative to the quoted previous value.
     true_percent = percent_at(ep, cur_idx)
     if true_percent > prev_percent + 1:
-        sentences.append(f"Progress went up from {prev_percent}%.")
+        sentences.append(f"Progress {_d('went up')} from {prev_percent}%.")
     elif true_percent < prev_percent - 1:
-        sentences.append(f"Progress went down from {prev_percent}%.")
+        sentences.append(f"Progress {_d('went down')} from {prev_percent}%.")
     else:
-        sentences.append(f"Progress stayed near {prev_percent}%.")
+        sentences.append(f"Progress {_d('stayed')} near {prev_percent}%.")
 
     # 5. What remains.
     sentences.append(_remaining(ep, cur_idx, target, goal))
@@ -153,17 +184,18 @@ def _remaining(ep: Episode, i: int, target: str, goal: str) -> str:
     kind = ep.meta["task"].kind
     phase = ep.meta["phase"][i]
     if phase == "done":
-        return "The task is complete."
+        return f"{_d('The task')} is complete."
     if kind == "reach":
-        return f"Next: move above the {target}."
+        return f"{_d('Next: move')} above the {target}."
     if kind == "push":
-        return f"Next: push the {target} into {goal}." if phase == "push" else f"Next: reach the {target}, then push it."
+        return (f"{_d('Next: push')} the {target} into {goal}." if phase == "push"
+                else f"{_d('Next: reach')} the {target}, then push it.")
     verb = "on" if kind == "stack" else "in"
     if phase == "reach":
-        return f"Next: grasp the {target}."
+        return f"{_d('Next: grasp')} the {target}."
     if phase in ("grasp", "transport"):
-        return f"Next: carry it to {goal}."
-    return f"Next: lower and release it {verb} {goal}."
+        return f"{_d('Next: carry')} it to {goal}."
+    return f"{_d('Next: lower')} and release it {verb} {goal}."
 
 
 def percent_at(ep: Episode, i: int) -> int:
@@ -171,10 +203,15 @@ def percent_at(ep: Episode, i: int) -> int:
     return int(round(100.0 * float(ep.progress[i])))
 
 
+def marked_answer(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
+    """The full target reply with its decision words marked (:func:`strip_decisions`)."""
+    return (f"<think>{marked_reasoning(ep, prev_idx, cur_idx, prev_percent)}</think>"
+            f"<answer>{percent_at(ep, cur_idx)}%</answer>")
+
+
 def answer_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
     """The full target reply (without the end-of-turn token)."""
-    return (f"<think>{reasoning_text(ep, prev_idx, cur_idx, prev_percent)}</think>"
-            f"<answer>{percent_at(ep, cur_idx)}%</answer>")
+    return strip_decisions(marked_answer(ep, prev_idx, cur_idx, prev_percent))[0]
 
 
 def corpus_lines(protocol: Protocol) -> tuple[str, ...]:
@@ -297,6 +334,7 @@ class Example:
     percent: int
     prev_percent: int
     reply: str
+    decision_positions: np.ndarray | None = None  # int32: positions of decision-word tokens (reply)
 
 
 class ExampleBuilder:
@@ -330,8 +368,11 @@ class ExampleBuilder:
         prompt, image = self.prompt_and_image(ep, prev_idx, cur_idx, prev_percent)
         inputs = self.processor(text=[prompt], images=[image], return_tensors="np")
         prompt_ids = np.asarray(inputs["input_ids"][0], dtype=np.int64)
-        reply = answer_text(ep, prev_idx, cur_idx, prev_percent)
-        reply_ids = self.tokenizer(reply, add_special_tokens=False)["input_ids"] + [self.im_end]
+        reply, spans = strip_decisions(marked_answer(ep, prev_idx, cur_idx, prev_percent))
+        encoded = self.tokenizer(reply, add_special_tokens=False, return_offsets_mapping=True)
+        reply_ids = list(encoded["input_ids"]) + [self.im_end]
+        decisions = [len(prompt_ids) + k for k, (a, b) in enumerate(encoded["offset_mapping"])
+                     if any(a < end and b > start for start, end in spans)]
         ids = np.concatenate([prompt_ids, np.asarray(reply_ids, dtype=np.int64)]).astype(np.int32)
         answer_pos = len(prompt_ids) + reply_ids.index(self.answer_id)
         return Example(
@@ -339,6 +380,7 @@ class ExampleBuilder:
             patches=self.to_patches(np.asarray(inputs["pixel_values"])),
             grid_thw=np.asarray(inputs["image_grid_thw"][0], dtype=np.int64),
             percent=percent_at(ep, cur_idx), prev_percent=prev_percent, reply=reply,
+            decision_positions=np.asarray(decisions, dtype=np.int32),
         )
 
     def to_patches(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -368,8 +410,9 @@ def episode_examples(builder: ExampleBuilder, ep: Episode, rng: np.random.Genera
 
 
 def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: float = 1.0,
-            pad_to: int = 16) -> dict[str, Any]:
-    """Right-padded tensors for one forward pass, with per-token loss weights on the reply."""
+            pad_to: int = 16, decision_weight: float = 1.0) -> dict[str, Any]:
+    """Right-padded tensors for one forward pass, with per-token loss weights on the reply: 1, the
+    answer tokens ``answer_weight``, the decision words' tokens ``decision_weight``."""
     import torch
 
     pad = builder.tokenizer.pad_token_id
@@ -385,6 +428,8 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
         attn[row, :n] = 1
         weights[row, e.reply_start:n] = 1.0
         weights[row, e.answer_start:n] = answer_weight
+        if decision_weight != 1.0 and e.decision_positions is not None and len(e.decision_positions):
+            weights[row, torch.from_numpy(e.decision_positions.astype(np.int64))] = decision_weight
     pixel = torch.from_numpy(np.concatenate([builder.pixel_values(e.patches) for e in batch]))
     grid = torch.from_numpy(np.stack([e.grid_thw for e in batch]))
     return {
@@ -395,6 +440,6 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 
 __all__ = [
     "DEFAULT_OUTCOME_WEIGHTS", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate", "corpus_lines",
-    "episode_examples", "evaluation_specs", "make_episode", "noised_previous", "percent_at", "reasoning_text",
-    "scored_indices", "step_pairs", "training_specs",
+    "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning", "noised_previous", "percent_at",
+    "reasoning_text", "scored_indices", "step_pairs", "strip_decisions", "training_specs",
 ]

@@ -14,6 +14,11 @@ scored side by side in batched forward passes. Metrics:
 * ``auroc``: AUROC of the final predicted progress, successful vs unsuccessful episodes;
 * ``hacking_final``: mean final predicted progress on ``wrong_object`` and ``hover`` episodes;
 * ``parse_rate``: fraction of model replies with a usable ``<answer>``.
+
+Diagnostics: ``reasoning_accuracy``, per sentence of the reply (gripper motion, contact, where
+the target is, progress direction, what remains), the fraction of model calls whose sentence
+equals the one generated from the scene's true state for the same step and the same quoted
+previous progress: it shows *what* the model fails to see.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import re
+
 import numpy as np
 
-from sole_r1_ros.training.dataset import EpisodeSpec, evaluation_specs, make_episode, scored_indices
+from sole_r1_ros.synth.episodes import Episode
+from sole_r1_ros.training.dataset import EpisodeSpec, evaluation_specs, make_episode, reasoning_text, scored_indices
 
 SUCCESS_OUTCOMES = ("success", "occlusion")
 HACKING_OUTCOMES = ("wrong_object", "hover")
@@ -106,7 +114,7 @@ def evaluate(
             ep, spec = rendered[k], specs[k]
             states[k] = {
                 "episode": scorer.new_episode(ep.goal, ep.roles), "idx": scored_indices(ep.n_frames, stride),
-                "stamps": ep.stamps_ns(), "pred": [], "true": [], "status": [], "replies": [],
+                "stamps": ep.stamps_ns(), "pred": [], "true": [], "status": [], "replies": [], "quoted": [],
             }
         n_steps = max(len(s["idx"]) for s in states.values())
         for step in range(n_steps):
@@ -125,13 +133,15 @@ def evaluate(
                 st["status"].append(est.status)
                 if est.status != "first_frame":
                     st["replies"].append(est.raw_text)
+                    st["quoted"].append(est.prev_percent)
                     calls += 1
                     parsed_ok += est.status == "ok"
         for k in group:
             st, spec = states[k], specs[k]
             trace = {"task_kind": spec.task_kind, "outcome": spec.outcome, "seed": spec.seed,
                      "goal": rendered[k].goal, "frames": st["idx"], "pred": st["pred"], "true": st["true"],
-                     "status": st["status"], "last_reply": st["replies"][-1] if st["replies"] else ""}
+                     "status": st["status"], "replies": st["replies"], "quoted": st["quoted"],
+                     "last_reply": st["replies"][-1] if st["replies"] else ""}
             traces.append(trace)
             if verbose:
                 print(f"{spec.task_kind:5s} {spec.outcome:18s} seed {spec.seed}: pred "
@@ -166,8 +176,29 @@ def evaluate(
         "targets_met": {k: _meets(metrics[k], *TARGETS[k]) for k in TARGETS},
         "episodes": len(traces), "model_calls": calls, "success_episodes": len(succ),
         "failure_episodes": len(fail), "hacking_episodes": len(hack), "by_outcome": by_outcome,
+        "reasoning_accuracy": reasoning_accuracy(rendered, traces),
         "render_seconds": round(render_s, 1), "score_seconds": round(score_s, 1), "traces": traces,
     }
+
+
+SENTENCES = ("motion", "contact", "where", "direction", "remains")
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+_SENTENCE_END = re.compile(r"(?<=\.) ")
+
+
+def reasoning_accuracy(episodes: Sequence[Episode], traces: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per reply sentence, the fraction of model calls that state what the true state says
+    (``dataset.reasoning_text`` for the same step and quoted previous progress)."""
+    hits: dict[str, list[bool]] = {name: [] for name in SENTENCES}
+    for ep, trace in zip(episodes, traces):
+        frames, calls = trace["frames"], [k for k, s in enumerate(trace["status"]) if s != "first_frame"]
+        for reply, quoted, k in zip(trace["replies"], trace["quoted"], calls):
+            match = _THINK.search(reply)
+            said = _SENTENCE_END.split(match.group(1).strip()) if match else []
+            truth = _SENTENCE_END.split(reasoning_text(ep, frames[k - 1], frames[k], int(quoted)))
+            for j, name in enumerate(SENTENCES):
+                hits[name].append(j < len(said) and j < len(truth) and said[j] == truth[j])
+    return {name: float(np.mean(v)) if v else float("nan") for name, v in hits.items()}
 
 
 def _meets(value: float, op: str, target: float) -> bool:
@@ -190,6 +221,12 @@ def format_table(result: dict[str, Any]) -> str:
     rows.append("|---|---|---|---|---|")
     for outcome, d in result["by_outcome"].items():
         rows.append(f"| {outcome} | {d['episodes']} | {d['final_pred']:.2f} | {d['final_true']:.2f} | {d['mae']:.3f} |")
+    if "reasoning_accuracy" in result:
+        rows.append("")
+        rows.append("| reply sentence | " + " | ".join(SENTENCES) + " |")
+        rows.append("|---|" + "---|" * len(SENTENCES))
+        rows.append("| matches the true state | " + " | ".join(
+            f"{result['reasoning_accuracy'][n]:.2f}" for n in SENTENCES) + " |")
     return "\n".join(rows)
 
 

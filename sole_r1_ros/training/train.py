@@ -202,6 +202,7 @@ def train(
     data_only: bool = False,
     match_vision_scale: float = 0.0,
     vision_lr_mult: float = 1.0,
+    decision_weight: float = 1.0,
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
     import torch
@@ -283,7 +284,7 @@ def train(
             idx, order = order[:batch_size], order[batch_size:]
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr, warmup) * g.get("lr_mult", 1.0)
-            batch = collate(builder, [examples[i] for i in idx], answer_weight)
+            batch = collate(builder, [examples[i] for i in idx], answer_weight, decision_weight=decision_weight)
             loss, plain = weighted_loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,6 +313,7 @@ def train(
             "seed": seed, "init": "previous_stage" if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
             "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
+            "decision_weight": decision_weight,
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
@@ -402,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=60)
     p.add_argument("--answer-weight", type=float, default=3.0)
+    p.add_argument("--decision-weight", type=float, default=1.0,
+                   help="loss weight of the reply's decision words (motion, contact, place, direction, phase): "
+                        "the tokens only the images can tell")
     p.add_argument("--noise", type=float, default=12.0, help="sigma (percent) of the previous-progress noise")
     p.add_argument("--p-noise", type=float, default=0.6, help="probability a step's previous progress is noised")
     p.add_argument("--p-random", type=float, default=0.0,
@@ -436,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
           answer_weight=args.answer_weight, noise=args.noise, p_noise=args.p_noise, p_random=args.p_random, workers=args.workers, arch=arch, log_every=args.log_every,
           threads=args.threads, init_dir=args.init,
           examples_cache=args.examples_cache, data_only=args.data_only,
-          match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult)
+          match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult,
+          decision_weight=args.decision_weight)
     return 0
 
 
