@@ -26,16 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import re
-
 import numpy as np
 
+from sole_r1_ros.answer_parser import parse_answer
 from sole_r1_ros.synth.episodes import Episode
 from sole_r1_ros.training.dataset import EpisodeSpec, evaluation_specs, make_episode, reasoning_text, scored_indices
 
@@ -140,13 +140,12 @@ def evaluate(
             st, spec = states[k], specs[k]
             trace = {"task_kind": spec.task_kind, "outcome": spec.outcome, "seed": spec.seed,
                      "goal": rendered[k].goal, "frames": st["idx"], "pred": st["pred"], "true": st["true"],
-                     "status": st["status"], "replies": st["replies"], "quoted": st["quoted"],
-                     "last_reply": st["replies"][-1] if st["replies"] else ""}
+                     "status": st["status"], "replies": st["replies"], "quoted": st["quoted"]}
             traces.append(trace)
             if verbose:
                 print(f"{spec.task_kind:5s} {spec.outcome:18s} seed {spec.seed}: pred "
                       f"{[round(p, 2) for p in st['pred']]} true {[round(t, 2) for t in st['true']]}\n    last reply: "
-                      f"{trace['last_reply']!r}", flush=True)
+                      f"{(st['replies'] or [''])[-1]!r}", flush=True)
     score_s = time.perf_counter() - t1
 
     succ = [t for t in traces if t["outcome"] in SUCCESS_OUTCOMES]
@@ -182,7 +181,6 @@ def evaluate(
 
 
 SENTENCES = ("motion", "contact", "where", "direction", "remains")
-_THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _SENTENCE_END = re.compile(r"(?<=\.) ")
 
 
@@ -193,8 +191,7 @@ def reasoning_accuracy(episodes: Sequence[Episode], traces: Sequence[dict[str, A
     for ep, trace in zip(episodes, traces):
         frames, calls = trace["frames"], [k for k, s in enumerate(trace["status"]) if s != "first_frame"]
         for reply, quoted, k in zip(trace["replies"], trace["quoted"], calls):
-            match = _THINK.search(reply)
-            said = _SENTENCE_END.split(match.group(1).strip()) if match else []
+            said = _SENTENCE_END.split(parse_answer(reply).reasoning)
             truth = _SENTENCE_END.split(reasoning_text(ep, frames[k - 1], frames[k], int(quoted)))
             for j, name in enumerate(SENTENCES):
                 hits[name].append(j < len(said) and j < len(truth) and said[j] == truth[j])
