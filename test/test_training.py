@@ -90,7 +90,8 @@ def test_decision_words_are_marked_and_weighted(builder: D.ExampleBuilder) -> No
     ep = generate_episode("stack", "wrong_object", seed=5, n_frames=30, size=(160, 120))
     tok = builder.tokenizer
     seen: set[str] = set()
-    for prev, cur in zip(D.scored_indices(ep.n_frames, 5.0)[:-1], D.scored_indices(ep.n_frames, 5.0)[1:]):
+    frames = D.scored_indices(ep.n_frames, 5.0)
+    for prev, cur in zip(frames[:-1], frames[1:]):
         marked = D.marked_answer(ep, prev, cur, 50)
         plain, spans = D.strip_decisions(marked)
         assert plain == D.answer_text(ep, prev, cur, 50) and "\x01" not in plain and spans
