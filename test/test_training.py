@@ -60,7 +60,7 @@ def test_examples_use_the_production_prompt_and_composite(builder: D.ExampleBuil
     inputs = backend.processor(text=[prompt], images=[image], return_tensors="np")
     n = inputs["input_ids"].shape[1]
     assert ex.reply_start == n and np.array_equal(ex.input_ids[:n], inputs["input_ids"][0])
-    assert np.abs(builder.pixel_values(ex.patches) - inputs["pixel_values"]).max() < 1e-5
+    assert np.abs(builder.pixel_tensor([ex.patches]).numpy() - inputs["pixel_values"]).max() < 1e-5
     # The prompt + reply tokenize exactly as one string would.
     full = backend.processor(text=[prompt + ex.reply + "<|im_end|>"], images=[image], return_tensors="np")
     assert np.array_equal(full["input_ids"][0], ex.input_ids)
@@ -303,3 +303,24 @@ def test_vision_warmup_trains_only_the_vision_tower(tiny_model_dir: Path, tmp_pa
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and all(n.startswith("model.visual.") for n in changed)
     assert "model.visual.patch_embed.proj.weight" in changed
+
+
+def test_gripper_positive_tokens_weigh_more_in_the_dense_loss() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from sole_r1_ros.training.vision_warmup import TARGETS, TOKEN_CHANNELS, VisionExample, make_head, warmup_loss
+
+    torch.manual_seed(0)
+    head, n, grip = make_head(16), 12, TOKEN_CHANNELS.index("gripper")
+    labels = np.zeros((n, len(TOKEN_CHANNELS)), np.uint8)
+    labels[5, 0] = 1  # an object, not the gripper
+    ex = VisionExample(patches=np.zeros((4, 8), np.uint8), grid_thw=np.array([1, 2, 2]), goal=np.array([0, 0, 1]),
+                       targets=np.zeros(len(TARGETS), np.float32), token_labels=labels)
+    tokens = [torch.randn(n, 16)]
+    with torch.no_grad():
+        assert torch.equal(warmup_loss(head, tokens, [ex], 1.0, 1.0), warmup_loss(head, tokens, [ex], 1.0, 8.0))
+        labels[3, grip] = 1
+        gap = warmup_loss(head, tokens, [ex], 1.0, 8.0) - warmup_loss(head, tokens, [ex], 1.0, 1.0)
+        expected = 7.0 * float(-F.logsigmoid(head.dense(tokens[0])[3, grip])) / labels.size
+    assert float(gap) == pytest.approx(expected, rel=1e-4)

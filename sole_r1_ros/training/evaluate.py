@@ -88,6 +88,7 @@ def evaluate(
     max_new_tokens: int = 96,
     batch_size: int = 8,
     verbose: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Score held-out episodes with ``model`` (a directory or a loaded ``TransformersBackend``)
     through ``ProgressScorer`` (greedy) and return the metrics and per-episode traces."""
@@ -95,7 +96,9 @@ def evaluate(
     from sole_r1_ros.protocol import GenerationSettings, load_protocol
     from sole_r1_ros.scorer import ProgressScorer
 
-    backend = model if hasattr(model, "generate") else TransformersBackend(ModelOptions(path=str(model), device="cpu"))
+    backend = model
+    if not hasattr(backend, "generate"):
+        backend = TransformersBackend(ModelOptions(path=str(model), device=device, dtype="float32"))
     protocol = load_protocol()
     scorer = ProgressScorer(backend, protocol, generation=GenerationSettings.greedy(max_new_tokens))
     specs = list(specs) if specs is not None else evaluation_specs(episodes, seed)
@@ -250,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="episodes scored side by side")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda, auto)")
     p.add_argument("--json", default="", help="also write the full result (with traces) to this file")
     p.add_argument("--verbose", action="store_true", help="print each episode's predicted and true progress")
     p.add_argument("--image-dependence", type=int, default=0, metavar="N",
@@ -260,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     result = evaluate(args.model, episodes=args.episodes, seed=args.seed, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, verbose=args.verbose)
+                      max_new_tokens=args.max_new_tokens, verbose=args.verbose, device=args.device)
     print(format_table(result))
     print(f"\n{result['episodes']} episodes ({result['success_episodes']} successful, {result['hacking_episodes']} "
           f"hacking), {result['model_calls']} model calls, scoring {result['score_seconds']} s")

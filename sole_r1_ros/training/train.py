@@ -65,10 +65,10 @@ def build_initial_model(path: Path, seed: int, arch: dict[str, int]) -> Path:
     return build_tiny_model(path, "qwen3_vl", seed=seed, extra_corpus=corpus_lines(load_protocol()), **arch)
 
 
-def _load_backend(model_dir: Path) -> Any:
+def _load_backend(model_dir: Path, device: str = "cpu") -> Any:
     from sole_r1_ros.backend import ModelOptions, TransformersBackend
 
-    return TransformersBackend(ModelOptions(path=str(model_dir), device="cpu", dtype="float32"))
+    return TransformersBackend(ModelOptions(path=str(model_dir), device=device, dtype="float32"))
 
 
 def _worker_init(model_dir: str) -> None:
@@ -203,6 +203,7 @@ def train(
     match_vision_scale: float = 0.0,
     vision_lr_mult: float = 1.0,
     decision_weight: float = 1.0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
     import torch
@@ -237,7 +238,7 @@ def train(
         _log(f"data ready: {len(examples)} train / {len(val)} val examples in {data_s:.0f} s")
 
         torch.set_num_threads(threads)
-        backend = _load_backend(model_dir)
+        backend = _load_backend(model_dir, device)
         builder = ExampleBuilder(backend, __import__("sole_r1_ros.protocol", fromlist=["load_protocol"]).load_protocol())
         model = backend.model
         model.train()
@@ -249,7 +250,8 @@ def train(
                     "vocab_size": len(backend.processor.tokenizer)}
         scaled: dict[str, float] = {}
         if match_vision_scale > 0:
-            scaled = rescale_vision(model, collate(builder, examples[:batch_size], 1.0), match_vision_scale)["factors"]
+            scaled = rescale_vision(model, collate(builder, examples[:batch_size], 1.0, device=model.device),
+                                    match_vision_scale)["factors"]
         n_params = sum(p.numel() for p in model.parameters())
         # Rescaled output layers keep their learning rate scaled by the same factor (Adam's step size is
         # scale-free, so this keeps them at their new scale instead of re-growing them within steps).
@@ -284,7 +286,8 @@ def train(
             idx, order = order[:batch_size], order[batch_size:]
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr, warmup) * g.get("lr_mult", 1.0)
-            batch = collate(builder, [examples[i] for i in idx], answer_weight, decision_weight=decision_weight)
+            batch = collate(builder, [examples[i] for i in idx], answer_weight, decision_weight=decision_weight,
+                            device=model.device)
             loss, plain = weighted_loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -319,7 +322,7 @@ def train(
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
             "final_train_loss_ema": round(ema or float("nan"), 4),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": torch.get_num_threads(), "device": str(model.device),
         }
         summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
         previous = Path(model_dir) / "training_summary.json"
@@ -369,7 +372,7 @@ def validation_loss(model: Any, builder: ExampleBuilder, val: list[Example], bat
     with torch.no_grad():
         for k in range(0, len(val), batch_size):
             chunk = val[k:k + batch_size]
-            batch = collate(builder, chunk, 1.0)
+            batch = collate(builder, chunk, 1.0, device=model.device)
             if answer_only:
                 for row, e in enumerate(chunk):
                     batch["weights"][row, :e.answer_start] = 0.0
@@ -430,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vision-hidden-size", type=int, default=ARCH["vision_hidden_size"])
     p.add_argument("--vision-depth", type=int, default=ARCH["vision_depth"])
     p.add_argument("--max-image-tokens", type=int, default=ARCH["max_image_tokens"])
+    p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -442,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
           threads=args.threads, init_dir=args.init,
           examples_cache=args.examples_cache, data_only=args.data_only,
           match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult,
-          decision_weight=args.decision_weight)
+          decision_weight=args.decision_weight, device=args.device)
     return 0
 
 

@@ -194,9 +194,10 @@ def image_tokens(visual: Any, builder: ExampleBuilder, batch: list[VisionExample
     """Per-image token features: the merger output concatenated with the DeepStack outputs."""
     import torch
 
-    pixel = torch.from_numpy(np.concatenate([builder.pixel_values(e.patches) for e in batch]))
+    device = next(visual.parameters()).device
+    pixel = builder.pixel_tensor([e.patches for e in batch], device)
     grid = torch.from_numpy(np.stack([e.grid_thw for e in batch]))
-    out = visual(pixel, grid_thw=grid, return_dict=True)
+    out = visual(pixel, grid_thw=grid.to(device), return_dict=True)
     feats = torch.cat([out.pooler_output, *out.deepstack_features], dim=-1)
     merge = visual.spatial_merge_size ** 2
     sizes = [int(np.prod(e.grid_thw)) // merge for e in batch]
@@ -217,15 +218,26 @@ def _labels(batch: list[VisionExample]) -> Any:
     return torch.from_numpy(np.concatenate([e.token_labels for e in batch]).astype(np.float32))
 
 
-def warmup_loss(head: Any, tokens: list[Any], batch: list[VisionExample], dense_weight: float) -> Any:
-    """State loss through the pooled head, plus ``dense_weight`` x the per-token label loss."""
+def _stacked(batch: list[VisionExample], field: str, like: Any) -> Any:
+    """``field`` of every example stacked into one tensor on ``like``'s device."""
+    import torch
+
+    return torch.from_numpy(np.stack([getattr(e, field) for e in batch])).to(like.device)
+
+
+def warmup_loss(head: Any, tokens: list[Any], batch: list[VisionExample], dense_weight: float,
+                gripper_pos_weight: float = 1.0) -> Any:
+    """State loss through the pooled head, plus ``dense_weight`` x the per-token label loss (the
+    gripper's positive tokens weighted ``gripper_pos_weight``: it marks one token per view)."""
     import torch
     import torch.nn.functional as F
 
-    loss = state_loss(head(tokens, torch.from_numpy(np.stack([e.goal for e in batch]))),
-                      torch.from_numpy(np.stack([e.targets for e in batch])))
+    loss = state_loss(head(tokens, _stacked(batch, "goal", tokens[0])), _stacked(batch, "targets", tokens[0]))
     if dense_weight > 0:
-        loss = loss + dense_weight * F.binary_cross_entropy_with_logits(head.dense(torch.cat(tokens)), _labels(batch))
+        pos_weight = torch.ones(len(TOKEN_CHANNELS), device=tokens[0].device)
+        pos_weight[TOKEN_CHANNELS.index("gripper")] = gripper_pos_weight
+        loss = loss + dense_weight * F.binary_cross_entropy_with_logits(
+            head.dense(torch.cat(tokens)), _labels(batch).to(tokens[0].device), pos_weight=pos_weight)
     return loss
 
 
@@ -241,9 +253,9 @@ def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[Vis
         for k in range(0, len(val), batch):
             chunk = val[k:k + batch]
             tokens = image_tokens(visual, builder, chunk)
-            preds.append(head(tokens, torch.from_numpy(np.stack([e.goal for e in chunk]))))
+            preds.append(head(tokens, _stacked(chunk, "goal", tokens[0])).cpu())
             targets.append(torch.from_numpy(np.stack([e.targets for e in chunk])))
-            dense.append(head.dense(torch.cat(tokens)) > 0)
+            dense.append((head.dense(torch.cat(tokens)) > 0).cpu())
             labels.append(_labels(chunk) > 0.5)
     visual.train()
     head.train()
@@ -255,13 +267,17 @@ def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[Vis
     d, lab = torch.cat(dense), torch.cat(labels)
     hits = float((d & lab).sum())
     out["token_label_f1"] = 2 * hits / max(float(d.sum()) + float(lab.sum()), 1.0)
+    g = TOKEN_CHANNELS.index("gripper")
+    out["token_f1_gripper"] = (2 * float((d[:, g] & lab[:, g]).sum())
+                               / max(float(d[:, g].sum()) + float(lab[:, g].sum()), 1.0))
     return out
 
 
 def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: int = 360, passes: int = 3,
            minutes: float = 8.0, steps: int = 4000, batch_size: int = 32, lr: float = 2e-3,
            threads: int = 2, workers: int = 2, val_episodes: int = 24, log_every: int = 50,
-           cache: Path | None = None, dense_weight: float = 1.0, stop_after: int = 0) -> dict[str, Any]:
+           cache: Path | None = None, dense_weight: float = 1.0, stop_after: int = 0, device: str = "cpu",
+           data_only: bool = False, gripper_pos_weight: float = 1.0) -> dict[str, Any]:
     """Train the vision tower of ``init_dir`` (or a fresh default-architecture model) and save it to ``out``."""
     import torch
 
@@ -287,17 +303,19 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
             if cache:
                 with open(cache, "wb") as f:
                     pickle.dump((examples, val), f, protocol=pickle.HIGHEST_PROTOCOL)
+        if data_only:
+            return {"train_composites": len(examples), "val_composites": len(val)}
         data_s = time.perf_counter() - t_start
         _log(f"vision data ready: {len(examples)} train / {len(val)} val composites in {data_s:.0f} s")
 
         torch.set_num_threads(threads)
-        backend = _load_backend(model_dir)
+        backend = _load_backend(model_dir, device)
         builder = ExampleBuilder(backend, load_protocol())
         visual = backend.model.model.visual
         visual.train()
         with torch.no_grad():
             dim = image_tokens(visual, builder, examples[:1])[0].shape[-1]
-        head = make_head(dim)
+        head = make_head(dim).to(backend.model.device)
         params = list(visual.parameters()) + list(head.parameters())
         opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
         before = evaluate_head(visual, head, builder, val)
@@ -319,7 +337,7 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
             chunk = [examples[i] for i in idx]
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr, 100)
-            loss = warmup_loss(head, image_tokens(visual, builder, chunk), chunk, dense_weight)
+            loss = warmup_loss(head, image_tokens(visual, builder, chunk), chunk, dense_weight, gripper_pos_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -338,8 +356,10 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
             "stage": "vision_warmup", "seed": seed, "init": "previous_stage" if init_dir else "random",
             "episodes": episodes, "passes": passes, "train_composites": len(examples), "val_composites": len(val),
             "steps": step + (0 if stopped_early else 1), "planned_steps": steps, "stopped_early": stopped_early,
-            "batch_size": batch_size, "lr": lr, "dense_weight": dense_weight, "data_seconds": round(data_s, 1),
+            "batch_size": batch_size, "lr": lr, "dense_weight": dense_weight,
+            "gripper_pos_weight": gripper_pos_weight, "data_seconds": round(data_s, 1),
             "train_seconds": round(time.perf_counter() - t_train, 1), "torch_threads": torch.get_num_threads(),
+            "device": str(backend.model.device),
             "val_before": {k: round(v, 4) for k, v in before.items()},
             "val_after": {k: round(v, 4) for k, v in after.items()},
         }
@@ -373,13 +393,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of the per-token label loss (objects by colour, gripper, zone); 0 = state targets only")
     p.add_argument("--cache", type=Path, default=None,
                    help="pickle of the rendered composites: loaded if present, else written (development)")
+    p.add_argument("--gripper-pos-weight", type=float, default=1.0,
+                   help="weight of the gripper's positive tokens in the per-token label loss (it marks one "
+                        "token per view, so unweighted the probe learns to say 'no gripper' everywhere)")
+    p.add_argument("--data-only", action="store_true", help="only render the composites (with --cache)")
+    p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     warmup(args.out, init_dir=args.init, seed=args.seed, episodes=args.episodes, passes=args.passes,
            minutes=args.minutes, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
            workers=args.workers, cache=args.cache, dense_weight=args.dense_weight,
-           stop_after=args.stop_after)
+           gripper_pos_weight=args.gripper_pos_weight,
+           stop_after=args.stop_after, device=args.device, data_only=args.data_only)
     return 0
 
 
