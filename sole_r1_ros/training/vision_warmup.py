@@ -265,12 +265,15 @@ def evaluate_head(visual: Any, head: Any, builder: ExampleBuilder, val: list[Vis
                 for i, n in enumerate(TARGETS[3:], start=3)})
     out["mae_progress_if_constant"] = float((t[:, 0] - t[:, 0].mean()).abs().mean())
     d, lab = torch.cat(dense), torch.cat(labels)
-    hits = float((d & lab).sum())
-    out["token_label_f1"] = 2 * hits / max(float(d.sum()) + float(lab.sum()), 1.0)
     g = TOKEN_CHANNELS.index("gripper")
-    out["token_f1_gripper"] = (2 * float((d[:, g] & lab[:, g]).sum())
-                               / max(float(d[:, g].sum()) + float(lab[:, g].sum()), 1.0))
+    out["token_label_f1"] = _f1(d, lab)
+    out["token_f1_gripper"] = _f1(d[:, g], lab[:, g])
     return out
+
+
+def _f1(pred: Any, label: Any) -> float:
+    """F1 of boolean predictions against boolean labels (0 when both are empty)."""
+    return 2 * float((pred & label).sum()) / max(float(pred.sum()) + float(label.sum()), 1.0)
 
 
 def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: int = 360, passes: int = 3,
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="pickle of the rendered composites: loaded if present, else written (development)")
     p.add_argument("--gripper-pos-weight", type=float, default=1.0,
                    help="weight of the gripper's positive tokens in the per-token label loss (it marks one "
-                        "token per view, so unweighted the probe learns to say 'no gripper' everywhere)")
+                        "token per view: a rare positive)")
     p.add_argument("--data-only", action="store_true", help="only render the composites (with --cache)")
     p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
