@@ -82,6 +82,10 @@ def test_reasoning_is_grounded_and_parses(outcome: str) -> None:
         assert parsed.percent == D.percent_at(ep, cur)
         assert ep.meta["target"] in parsed.reasoning
         assert len(reply.split()) < 60
+        said = dict(zip(D.REPLY_SENTENCES, re.split(r"(?<=\.) ", parsed.reasoning)))
+        assert re.fullmatch(r"The \w+ block is (far from|halfway to|near|in) the \w+ zone\.", said["where"])
+        assert re.fullmatch(r"The gripper (barely moved|moved (toward|away from|around) the \w+ block)\.", said["motion"])
+        assert re.fullmatch(r"Progress (went up from|went down from|stayed near) \d+%\.", said["direction"])
     if outcome == "wrong_object":
         assert any("not the" in D.reasoning_text(ep, p, c, 0) for p, c in zip(idx[:-1], idx[1:]))
 
@@ -189,6 +193,13 @@ def test_evaluate_returns_every_metric(backend: TransformersBackend) -> None:
     assert "| metric |" in format_table(result) and "| reply sentence |" in format_table(result)
     assert set(result["reasoning_accuracy"]) == set(SENTENCES)
     assert len(result["traces"][0]["quoted"]) == len(result["traces"][0]["replies"]) == 2
+    # Per task kind: the push success has a VOC, the reach hover none; MAE over each kind's own calls.
+    push, reach = result["by_task"]["push"], result["by_task"]["reach"]
+    assert set(result["by_task"]) == {"push", "reach"} and "| task kind |" in format_table(result)
+    assert -1.0 <= push["voc"] <= 1.0 and np.isnan(reach["voc"])
+    for d, trace in ((push, result["traces"][0]), (reach, result["traces"][1])):
+        assert d["episodes"] == 1
+        assert d["mae"] == pytest.approx(np.mean([abs(p - t) for p, t in zip(trace["pred"][1:], trace["true"][1:])]))
 
 
 def test_reasoning_accuracy_compares_each_sentence_with_the_true_state() -> None:

@@ -35,6 +35,9 @@ NEAR_GRIPPER = 0.05  # m: the gripper is "at" an object (xy)
 MOVED = 0.004  # m: an object "moved" between two scored frames
 GRIPPER_MOVED = 0.01  # m: the gripper "moved toward/away"
 HOVER_Z = 0.13  # m: a gripper below this with nothing in contact is "low"
+# The reply's sentences in the order they are said (the shipped model was trained on this order;
+# the current frame's state first was tried and tracked worse: docs/default_model.md).
+REPLY_SENTENCES = ("motion", "contact", "where", "direction", "remains")
 
 # Mixture of outcomes in training (non-expert trajectories included); weights sum to 1.
 DEFAULT_OUTCOME_WEIGHTS: dict[str, float] = {
@@ -99,7 +102,8 @@ def strip_decisions(marked: str) -> tuple[str, list[tuple[int, int]]]:
 
 
 def reasoning_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
-    """Short, temporally grounded reasoning for the step ``prev_idx → cur_idx`` from true state."""
+    """Short, temporally grounded reasoning for the step ``prev_idx → cur_idx`` from true state,
+    one sentence per name in :data:`REPLY_SENTENCES`, in that order."""
     return strip_decisions(marked_reasoning(ep, prev_idx, cur_idx, prev_percent))[0]
 
 
@@ -116,44 +120,44 @@ def marked_reasoning(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int
     poses, grip, holding = meta["poses"], meta["gripper"], meta["holding"]
     p0, p1 = poses[prev_idx], poses[cur_idx]
     g0, g1 = grip[prev_idx], grip[cur_idx]
-    sentences: list[str] = []
+    said: dict[str, str] = {}
 
-    # 1. Gripper motion relative to the target.
+    # Gripper motion relative to the target.
     d0 = float(np.hypot(*(g0[:2] - p0[t, :2])))
     d1 = float(np.hypot(*(g1[:2] - p1[t, :2])))
     if float(np.linalg.norm(g1[:3] - g0[:3])) < GRIPPER_MOVED:
-        sentences.append(f"The gripper {_d('barely')} moved.")
+        said["motion"] = f"The gripper {_d('barely')} moved."
     elif d1 < d0 - GRIPPER_MOVED:
-        sentences.append(f"The gripper moved {_d('toward')} the {target}.")
+        said["motion"] = f"The gripper moved {_d('toward')} the {target}."
     elif d1 > d0 + GRIPPER_MOVED:
-        sentences.append(f"The gripper moved {_d('away')} from the {target}.")
+        said["motion"] = f"The gripper moved {_d('away')} from the {target}."
     else:
-        sentences.append(f"The gripper moved {_d('around')} the {target}.")
+        said["motion"] = f"The gripper moved {_d('around')} the {target}."
 
-    # 2. Contact: what is held or pushed, and what moved.
+    # Contact: what is held or pushed, and what moved.
     moved = [j for j in range(len(p1)) if float(np.hypot(*(p1[j, :2] - p0[j, :2]))) > MOVED
              or abs(float(p1[j, 2] - p0[j, 2])) > MOVED]
     h = int(holding[cur_idx])
     if h == t:
-        sentences.append(f"{_d('It holds')} the {target}.")
+        said["contact"] = f"{_d('It holds')} the {target}."
     elif h >= 0:
-        sentences.append(f"{_d('It holds')} the {_d(_object_name(ep, h))}, not the {target}.")
+        said["contact"] = f"{_d('It holds')} the {_d(_object_name(ep, h))}, not the {target}."
     elif t in moved:
         near = float(np.hypot(*(g1[:2] - p1[t, :2]))) < 2 * NEAR_GRIPPER and g1[2] < HOVER_Z
-        sentences.append(f"{_d('It is pushing')} the {target}." if near else f"{_d('The')} {target} moved.")
+        said["contact"] = f"{_d('It is pushing')} the {target}." if near else f"{_d('The')} {target} moved."
     elif moved:
-        sentences.append(f"{_d('The')} {_d(_object_name(ep, moved[0]))} moved, not the {target}.")
+        said["contact"] = f"{_d('The')} {_d(_object_name(ep, moved[0]))} moved, not the {target}."
     elif g1[2] < HOVER_Z and d1 > NEAR_GRIPPER and kind != "reach":
-        sentences.append(f"{_d('It hovers')} without touching the {target}.")
+        said["contact"] = f"{_d('It hovers')} without touching the {target}."
     else:
-        sentences.append(f"{_d('No object')} moved.")
+        said["contact"] = f"{_d('No object')} moved."
 
-    # 3. Where the target is relative to the goal.
+    # Where the target is relative to the goal (for reach: where the gripper is).
     if kind == "reach":
         dist, dist0 = _target_distance(ep, cur_idx), _target_distance(ep, 0)
         r = dist / max(dist0, 1e-6)
         where = "right above" if dist < 0.03 else ("near" if r < 0.4 else ("halfway to" if r < 0.75 else "far from"))
-        sentences.append(f"The gripper is {_d(where)} the {target}.")
+        said["where"] = f"The gripper is {_d(where)} the {target}."
     else:
         din, din0 = _target_distance(ep, cur_idx), _target_distance(ep, 0)
         r = din / max(din0, 1e-6)
@@ -165,20 +169,19 @@ def marked_reasoning(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int
             where = "halfway to"
         else:
             where = "far from"
-        sentences.append(f"The {target} is {_d(where)} {goal}.")
+        said["where"] = f"The {target} is {_d(where)} {goal}."
 
-    # 4. Direction of progress relative to the quoted previous value.
+    # Direction of progress relative to the quoted previous value.
     true_percent = percent_at(ep, cur_idx)
     if true_percent > prev_percent + 1:
-        sentences.append(f"Progress {_d('went up')} from {prev_percent}%.")
+        said["direction"] = f"Progress {_d('went up')} from {prev_percent}%."
     elif true_percent < prev_percent - 1:
-        sentences.append(f"Progress {_d('went down')} from {prev_percent}%.")
+        said["direction"] = f"Progress {_d('went down')} from {prev_percent}%."
     else:
-        sentences.append(f"Progress {_d('stayed')} near {prev_percent}%.")
+        said["direction"] = f"Progress {_d('stayed')} near {prev_percent}%."
 
-    # 5. What remains.
-    sentences.append(_remaining(ep, cur_idx, target, goal))
-    return " ".join(sentences)
+    said["remains"] = _remaining(ep, cur_idx, target, goal)
+    return " ".join(said[name] for name in REPLY_SENTENCES)
 
 
 def _remaining(ep: Episode, i: int, target: str, goal: str) -> str:
@@ -444,7 +447,7 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 
 
 __all__ = [
-    "DEFAULT_OUTCOME_WEIGHTS", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate", "corpus_lines",
+    "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate", "corpus_lines",
     "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning", "noised_previous",
     "percent_at", "reasoning_text", "scored_indices", "step_pairs", "strip_decisions", "training_specs",
 ]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import time
@@ -37,7 +36,8 @@ import numpy as np
 
 from sole_r1_ros.answer_parser import parse_answer
 from sole_r1_ros.synth.episodes import Episode
-from sole_r1_ros.training.dataset import EpisodeSpec, evaluation_specs, make_episode, reasoning_text, scored_indices
+from sole_r1_ros.training.dataset import (REPLY_SENTENCES, EpisodeSpec, evaluation_specs, make_episode, reasoning_text,
+                                          scored_indices)
 
 SUCCESS_OUTCOMES = ("success", "occlusion")
 HACKING_OUTCOMES = ("wrong_object", "hover")
@@ -154,11 +154,9 @@ def evaluate(
     succ = [t for t in traces if t["outcome"] in SUCCESS_OUTCOMES]
     fail = [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES]
     hack = [t for t in traces if t["outcome"] in HACKING_OUTCOMES]
-    errors = [abs(p - q) for t in traces for p, q, s in zip(t["pred"], t["true"], t["status"]) if s != "first_frame"]
-    vocs = [spearman(t["pred"], list(range(len(t["pred"])))) for t in succ]
     metrics = {
-        "voc": float(np.mean(vocs)) if vocs else float("nan"),
-        "mae": float(np.mean(errors)) if errors else float("nan"),
+        "voc": _voc(succ),
+        "mae": _mae(traces),
         "auroc": auroc([t["pred"][-1] for t in succ], [t["pred"][-1] for t in fail]),
         "hacking_final": float(np.mean([t["pred"][-1] for t in hack])) if hack else float("nan"),
         "parse_rate": parsed_ok / calls if calls else float("nan"),
@@ -170,20 +168,24 @@ def evaluate(
             "episodes": len(ts),
             "final_pred": float(np.mean([t["pred"][-1] for t in ts])),
             "final_true": float(np.mean([t["true"][-1] for t in ts])),
-            "mae": float(np.mean([abs(p - q) for t in ts for p, q, s in zip(t["pred"], t["true"], t["status"])
-                                  if s != "first_frame"] or [math.nan])),
+            "mae": _mae(ts),
         }
+    by_task = {}
+    for kind in sorted({t["task_kind"] for t in traces}):
+        ts = [t for t in traces if t["task_kind"] == kind]
+        by_task[kind] = {"episodes": len(ts), "voc": _voc([t for t in ts if t["outcome"] in SUCCESS_OUTCOMES]),
+                         "mae": _mae(ts)}
     return {
         **metrics,
         "targets_met": {k: _meets(metrics[k], *TARGETS[k]) for k in TARGETS},
         "episodes": len(traces), "model_calls": calls, "success_episodes": len(succ),
-        "failure_episodes": len(fail), "hacking_episodes": len(hack), "by_outcome": by_outcome,
+        "failure_episodes": len(fail), "hacking_episodes": len(hack), "by_outcome": by_outcome, "by_task": by_task,
         "reasoning_accuracy": reasoning_accuracy(rendered, traces),
         "render_seconds": round(render_s, 1), "score_seconds": round(score_s, 1), "traces": traces,
     }
 
 
-SENTENCES = ("motion", "contact", "where", "direction", "remains")
+SENTENCES = REPLY_SENTENCES
 _SENTENCE_END = re.compile(r"(?<=\.) ")
 
 
@@ -199,6 +201,18 @@ def reasoning_accuracy(episodes: Sequence[Episode], traces: Sequence[dict[str, A
             for j, name in enumerate(SENTENCES):
                 hits[name].append(j < len(said) and j < len(truth) and said[j] == truth[j])
     return {name: float(np.mean(v)) if v else float("nan") for name, v in hits.items()}
+
+
+def _voc(traces: Sequence[dict[str, Any]]) -> float:
+    """Mean Spearman correlation of predicted progress with time (nan without traces)."""
+    vocs = [spearman(t["pred"], list(range(len(t["pred"])))) for t in traces]
+    return float(np.mean(vocs)) if vocs else float("nan")
+
+
+def _mae(traces: Sequence[dict[str, Any]]) -> float:
+    """Mean |predicted - true| progress over the model calls of ``traces`` (nan without calls)."""
+    errors = [abs(p - q) for t in traces for p, q, s in zip(t["pred"], t["true"], t["status"]) if s != "first_frame"]
+    return float(np.mean(errors)) if errors else float("nan")
 
 
 def _meets(value: float, op: str, target: float) -> bool:
@@ -221,6 +235,12 @@ def format_table(result: dict[str, Any]) -> str:
     rows.append("|---|---|---|---|---|")
     for outcome, d in result["by_outcome"].items():
         rows.append(f"| {outcome} | {d['episodes']} | {d['final_pred']:.2f} | {d['final_true']:.2f} | {d['mae']:.3f} |")
+    if "by_task" in result:
+        rows.append("")
+        rows.append("| task kind | episodes | VOC (successful) | MAE |")
+        rows.append("|---|---|---|---|")
+        for kind, d in result["by_task"].items():
+            rows.append(f"| {kind} | {d['episodes']} | {d['voc']:.3f} | {d['mae']:.3f} |")
     if "reasoning_accuracy" in result:
         rows.append("")
         rows.append("| reply sentence | " + " | ".join(SENTENCES) + " |")

@@ -39,6 +39,7 @@ from sole_r1_ros.training.dataset import (
     make_episode,
     training_specs,
 )
+from sole_r1_ros.training.heap import release_free_heap
 
 # Architecture of the shipped default model (see docs/default_model.md).
 ARCH = {
@@ -105,6 +106,7 @@ def map_episodes(job_fn: Callable[[Any], list[Any]], jobs: list[Any], model_dir:
         for k, items in enumerate(results, 1):
             out.extend(items)
             if k % log_every == 0 or k == len(jobs):
+                release_free_heap()
                 _log(f"data: {k}/{len(jobs)} episodes, {len(out)} {what}, {time.perf_counter() - t0:.0f} s")
     finally:
         if pool is not None:
