@@ -16,7 +16,6 @@ from sole_r1_ros.protocol import load_protocol
 from sole_r1_ros.synth.episodes import generate_episode
 from sole_r1_ros.training import dataset as D
 from sole_r1_ros.training.evaluate import (
-    SENTENCES,
     TARGETS,
     auroc,
     evaluate,
@@ -191,7 +190,7 @@ def test_evaluate_returns_every_metric(backend: TransformersBackend) -> None:
     assert result["episodes"] == 2 and result["model_calls"] == 2 * 2
     assert 0.0 <= result["parse_rate"] <= 1.0
     assert "| metric |" in format_table(result) and "| reply sentence |" in format_table(result)
-    assert set(result["reasoning_accuracy"]) == set(SENTENCES)
+    assert set(result["reasoning_accuracy"]) == set(D.REPLY_SENTENCES)
     assert len(result["traces"][0]["quoted"]) == len(result["traces"][0]["replies"]) == 2
     # Per task kind: the push success has a VOC, the reach hover none; MAE over each kind's own calls.
     push, reach = result["by_task"]["push"], result["by_task"]["reach"]
@@ -208,11 +207,11 @@ def test_reasoning_accuracy_compares_each_sentence_with_the_true_state() -> None
     quoted = [D.percent_at(ep, p) for p in frames[:-1]]
     replies = [D.answer_text(ep, p, c, q) for p, c, q in zip(frames[:-1], frames[1:], quoted)]
     trace = {"frames": frames, "status": ["first_frame"] + ["ok"] * len(replies), "replies": replies, "quoted": quoted}
-    assert reasoning_accuracy([ep], [trace]) == {name: 1.0 for name in SENTENCES}
+    assert reasoning_accuracy([ep], [trace]) == {name: 1.0 for name in D.REPLY_SENTENCES}
     # The same replies read against other quoted values: only the direction sentence can change.
     shifted = dict(trace, quoted=[(q + 50) % 101 for q in quoted])
     acc = reasoning_accuracy([ep], [shifted])
-    assert acc["direction"] == 0.0 and all(acc[n] == 1.0 for n in SENTENCES if n != "direction")
+    assert acc["direction"] == 0.0 and all(acc[n] == 1.0 for n in D.REPLY_SENTENCES if n != "direction")
     # A reply that claims the target is in the zone on every step is wrong wherever it is not.
     liar = dict(trace, replies=[re.sub(r"is (far from|halfway to|near|in)", "is in", r) for r in replies])
     truly_in = [" is in " in r for r in replies]

@@ -447,7 +447,8 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 
 
 __all__ = [
-    "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate", "corpus_lines",
-    "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning", "noised_previous",
-    "percent_at", "reasoning_text", "scored_indices", "step_pairs", "strip_decisions", "training_specs",
+    "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate",
+    "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
+    "noised_previous", "percent_at", "reasoning_text", "scored_indices", "step_pairs", "strip_decisions",
+    "training_specs",
 ]

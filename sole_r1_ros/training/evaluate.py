@@ -185,20 +185,19 @@ def evaluate(
     }
 
 
-SENTENCES = REPLY_SENTENCES
 _SENTENCE_END = re.compile(r"(?<=\.) ")
 
 
 def reasoning_accuracy(episodes: Sequence[Episode], traces: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Per reply sentence, the fraction of model calls that state what the true state says
     (``dataset.reasoning_text`` for the same step and quoted previous progress)."""
-    hits: dict[str, list[bool]] = {name: [] for name in SENTENCES}
+    hits: dict[str, list[bool]] = {name: [] for name in REPLY_SENTENCES}
     for ep, trace in zip(episodes, traces):
         frames, calls = trace["frames"], [k for k, s in enumerate(trace["status"]) if s != "first_frame"]
         for reply, quoted, k in zip(trace["replies"], trace["quoted"], calls):
             said = _SENTENCE_END.split(parse_answer(reply).reasoning)
             truth = _SENTENCE_END.split(reasoning_text(ep, frames[k - 1], frames[k], int(quoted)))
-            for j, name in enumerate(SENTENCES):
+            for j, name in enumerate(REPLY_SENTENCES):
                 hits[name].append(j < len(said) and j < len(truth) and said[j] == truth[j])
     return {name: float(np.mean(v)) if v else float("nan") for name, v in hits.items()}
 
@@ -243,10 +242,10 @@ def format_table(result: dict[str, Any]) -> str:
             rows.append(f"| {kind} | {d['episodes']} | {d['voc']:.3f} | {d['mae']:.3f} |")
     if "reasoning_accuracy" in result:
         rows.append("")
-        rows.append("| reply sentence | " + " | ".join(SENTENCES) + " |")
-        rows.append("|---|" + "---|" * len(SENTENCES))
+        rows.append("| reply sentence | " + " | ".join(REPLY_SENTENCES) + " |")
+        rows.append("|---|" + "---|" * len(REPLY_SENTENCES))
         rows.append("| matches the true state | " + " | ".join(
-            f"{result['reasoning_accuracy'][n]:.2f}" for n in SENTENCES) + " |")
+            f"{result['reasoning_accuracy'][n]:.2f}" for n in REPLY_SENTENCES) + " |")
     return "\n".join(rows)
 
 
