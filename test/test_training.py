@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from pathlib import Path
@@ -22,8 +23,16 @@ from sole_r1_ros.training.evaluate import (
     format_table,
     reasoning_accuracy,
     spearman,
+    true_quote_error,
 )
-from sole_r1_ros.training.train import image_dependence, save_model, train, weighted_loss
+from sole_r1_ros.training.train import (
+    image_dependence,
+    on_policy_examples,
+    inherited_vision_scale,
+    save_model,
+    train,
+    weighted_loss,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -124,6 +133,36 @@ def test_specs_are_seeded_and_held_out() -> None:
     assert {s.outcome for s in held} == set(D.OUTCOMES)
 
 
+def test_kind_weights_oversample_a_task_kind_and_keep_outcomes_and_seeds() -> None:
+    plain = D.training_specs(400, 0)
+    weighted = D.training_specs(400, 0, kind_weights={"reach": 3})
+    counts = {k: sum(s.task_kind == k for s in weighted) for k in D.TASK_KINDS}
+    assert 170 <= counts["reach"] <= 230 and all(40 <= counts[k] <= 95 for k in D.TASK_KINDS if k != "reach")
+    assert [s.outcome for s in weighted] == [s.outcome for s in plain]
+    assert [s.seed for s in weighted] == [s.seed for s in plain]
+    assert D.training_specs(40, 0, kind_weights={"reach": 3}) == D.training_specs(40, 0, kind_weights={"reach": 3})
+    only_push = D.training_specs(20, 0, kind_weights={"reach": 0, "place": 0, "stack": 0})
+    assert {s.task_kind for s in only_push} == {"push"}
+    with pytest.raises(ValueError, match="unknown task kinds"):
+        D.training_specs(4, 0, kind_weights={"fly": 1})
+    with pytest.raises(ValueError, match="not all 0"):
+        D.training_specs(4, 0, kind_weights=dict.fromkeys(D.TASK_KINDS, 0.0))
+    assert D.parse_kind_weights("reach=3, push=0.5") == {"reach": 3.0, "push": 0.5}
+    for bad in ("reach", "reach=x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            D.parse_kind_weights(bad)
+
+
+def test_a_continued_stage_inherits_the_vision_scale_factors(tmp_path: Path) -> None:
+    factors = {"model.visual.merger.linear_fc2": 0.002}
+    (tmp_path / "training_summary.json").write_text(json.dumps(
+        {"vision_scale_factors": {}, "previous_stage": {"vision_scale_factors": factors}}))
+    assert inherited_vision_scale(tmp_path) == factors
+    (tmp_path / "training_summary.json").write_text(json.dumps({"steps": 3}))
+    assert inherited_vision_scale(tmp_path) == {}
+    assert inherited_vision_scale(tmp_path / "missing") == {}
+
+
 def test_two_sft_steps_reduce_loss_and_save_a_loadable_model(builder: D.ExampleBuilder, backend: TransformersBackend,
                                                             episode: D.Episode, tmp_path: Path) -> None:
     import torch
@@ -158,11 +197,37 @@ def test_two_sft_steps_reduce_loss_and_save_a_loadable_model(builder: D.ExampleB
 
 def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
     summary = train(tmp_path / "m", steps=2, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
-                    init_dir=tiny_model_dir, threads=1, checkpoint_every=0)
+                    init_dir=tiny_model_dir, threads=1, checkpoint_every=0, match_vision_scale=1.0)
     assert summary["steps"] == 2 and summary["train_examples"] > 0
     dependence = summary["image_dependence_random_prev"]
     assert dependence["answer_loss"] > 0 and dependence["answer_loss_shuffled_images"] > 0
+    factors = summary["vision_scale_factors"]
+    assert len(factors) == 3 and all(0 < k for k in factors.values())
     TransformersBackend(ModelOptions(path=str(tmp_path / "m"), device="cpu"))
+    # A further stage keeps the rescaled layers' learning-rate factors instead of rescaling again.
+    again = train(tmp_path / "m2", steps=1, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
+                  init_dir=tmp_path / "m", threads=1, checkpoint_every=0, kind_weights={"reach": 1.0})
+    assert again["vision_scale_factors"] == factors and again["kind_weights"] == {"reach": 1.0}
+    assert again["on_policy"] is None
+    assert again["previous_stage"]["steps"] == 2
+
+
+def test_on_policy_examples_quote_what_the_model_itself_answered(tiny_model_dir: Path) -> None:
+    specs = [D.EpisodeSpec("reach", "success", 5), D.EpisodeSpec("push", "hover", 6)]
+    examples, info = on_policy_examples(tiny_model_dir, specs, workers=1)
+    rollout = evaluate(str(tiny_model_dir), specs=specs)  # greedy: the same rollouts again
+    quoted = [q for trace in rollout["traces"] for q in trace["quoted"]]
+    assert info["examples"] == len(examples) == len(quoted) == 2 * 7
+    for key in TARGETS:  # the rollouts are the same greedy runs, scored in the same batches
+        assert info["rollout_metrics"][key] == pytest.approx(rollout[key], abs=1e-4, nan_ok=True)
+    assert [e.prev_percent for e in examples] == quoted
+    k = 0
+    for spec, trace in zip(specs, rollout["traces"]):
+        ep = D.make_episode(spec)
+        for prev_idx, cur_idx in zip(trace["frames"], trace["frames"][1:]):
+            assert examples[k].reply == D.answer_text(ep, prev_idx, cur_idx, quoted[k])
+            assert examples[k].percent == D.percent_at(ep, cur_idx)
+            k += 1
 
 
 def test_image_dependence_swaps_images_and_scores_only_the_answer(builder: D.ExampleBuilder,
@@ -199,6 +264,27 @@ def test_evaluate_returns_every_metric(backend: TransformersBackend) -> None:
     for d, trace in ((push, result["traces"][0]), (reach, result["traces"][1])):
         assert d["episodes"] == 1
         assert d["mae"] == pytest.approx(np.mean([abs(p - t) for p, t in zip(trace["pred"][1:], trace["true"][1:])]))
+
+
+def test_true_quote_error_quotes_the_true_previous_progress(backend: TransformersBackend) -> None:
+    specs = [D.EpisodeSpec("reach", "success", 1000), D.EpisodeSpec("push", "partial_regression", 1001)]
+    quoted: list[str] = []
+
+    class Recording:  # the real tiny backend; records the prompts it is given
+        def generate(self, conversations, images, settings):  # noqa: ANN001, ANN201
+            quoted.extend(c[-1]["content"][-1]["text"] for c in conversations)
+            return backend.generate(conversations, images, settings)
+
+    result = true_quote_error(Recording(), specs=specs, n_frames=16, max_new_tokens=4)
+    assert result["model_calls"] == 2 * 2 and set(result["by_task"]) == {"reach", "push"}
+    assert all(0.0 <= v <= 1.0 for v in result["by_task"].values()) and 0.0 <= result["mae"] <= 1.0
+    expected = []
+    for spec in specs:
+        ep = D.make_episode(spec, n_frames=16)
+        expected += [D.percent_at(ep, a) for a in D.scored_indices(16, 7.5)[:-1]]
+    protocol = load_protocol()
+    assert quoted == [protocol.templates.user_text(ep_goal, q, n_views=2) for ep_goal, q in
+                      zip([D.make_episode(s, n_frames=16).goal for s in specs for _ in range(2)], expected)]
 
 
 def test_reasoning_accuracy_compares_each_sentence_with_the_true_state() -> None:

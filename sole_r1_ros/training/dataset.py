@@ -19,6 +19,7 @@ float input.
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -259,8 +260,10 @@ class EpisodeSpec:
     seed: int
 
 
-def training_specs(n_episodes: int, seed: int, weights: dict[str, float] | None = None) -> list[EpisodeSpec]:
-    """``n_episodes`` (task kind, outcome, seed) triples: kinds round-robin, outcomes by ``weights``.
+def training_specs(n_episodes: int, seed: int, weights: dict[str, float] | None = None,
+                   kind_weights: dict[str, float] | None = None) -> list[EpisodeSpec]:
+    """``n_episodes`` (task kind, outcome, seed) triples: outcomes drawn by ``weights``; task kinds
+    round-robin, or drawn by ``kind_weights`` (relative weights, kinds left out weigh 1).
 
     Episode seeds are ``seed * 100_000 + i`` (evaluation uses seeds ≥ 1000 with a different
     stream; see :func:`evaluation_specs`)."""
@@ -270,8 +273,31 @@ def training_specs(n_episodes: int, seed: int, weights: dict[str, float] | None 
     probs = np.array([weights[o] for o in outcomes], dtype=np.float64)
     probs /= probs.sum()
     picks = rng.choice(len(outcomes), size=n_episodes, p=probs)
-    return [EpisodeSpec(TASK_KINDS[i % len(TASK_KINDS)], outcomes[int(k)], seed * 100_000 + i)
-            for i, k in enumerate(picks)]
+    kinds = [TASK_KINDS[i % len(TASK_KINDS)] for i in range(n_episodes)]
+    if kind_weights:
+        unknown = set(kind_weights) - set(TASK_KINDS)
+        if unknown:
+            raise ValueError(f"unknown task kinds {sorted(unknown)}; known: {', '.join(TASK_KINDS)}")
+        kp = np.array([float(kind_weights.get(k, 1.0)) for k in TASK_KINDS], dtype=np.float64)
+        if (kp < 0).any() or kp.sum() <= 0:
+            raise ValueError(f"task kind weights must be >= 0 and not all 0, got {kind_weights}")
+        kind_rng = np.random.default_rng([seed, 11])
+        kinds = [TASK_KINDS[int(k)] for k in kind_rng.choice(len(TASK_KINDS), size=n_episodes, p=kp / kp.sum())]
+    return [EpisodeSpec(kind, outcomes[int(k)], seed * 100_000 + i) for i, (kind, k) in enumerate(zip(kinds, picks))]
+
+
+def parse_kind_weights(text: str) -> dict[str, float]:
+    """``"reach=3,push=0.5"`` as ``{"reach": 3.0, "push": 0.5}`` (the CLIs' ``--kind-weights``)."""
+    out = {}
+    for item in text.split(","):
+        kind, sep, weight = item.partition("=")
+        try:
+            out[kind.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected KIND=WEIGHT, got {item!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected KIND=WEIGHT, got {item!r}")
+    return out
 
 
 def evaluation_specs(n_episodes: int, seed: int = 1000) -> list[EpisodeSpec]:
@@ -449,6 +475,6 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 __all__ = [
     "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate",
     "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
-    "noised_previous", "percent_at", "reasoning_text", "scored_indices", "step_pairs", "strip_decisions",
-    "training_specs",
+    "noised_previous", "parse_kind_weights", "percent_at", "reasoning_text", "scored_indices", "step_pairs",
+    "strip_decisions", "training_specs",
 ]

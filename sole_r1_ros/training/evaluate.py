@@ -108,7 +108,7 @@ def evaluate(
     render_s = time.perf_counter() - t0
 
     traces: list[dict[str, Any]] = []
-    calls = parsed_ok = 0
+    calls = 0
     t1 = time.perf_counter()
     for start in range(0, len(rendered), batch_size):
         group = list(range(start, min(start + batch_size, len(rendered))))
@@ -138,7 +138,6 @@ def evaluate(
                     st["replies"].append(est.raw_text)
                     st["quoted"].append(est.prev_percent)
                     calls += 1
-                    parsed_ok += est.status == "ok"
         for k in group:
             st, spec = states[k], specs[k]
             trace = {"task_kind": spec.task_kind, "outcome": spec.outcome, "seed": spec.seed,
@@ -154,13 +153,7 @@ def evaluate(
     succ = [t for t in traces if t["outcome"] in SUCCESS_OUTCOMES]
     fail = [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES]
     hack = [t for t in traces if t["outcome"] in HACKING_OUTCOMES]
-    metrics = {
-        "voc": _voc(succ),
-        "mae": _mae(traces),
-        "auroc": auroc([t["pred"][-1] for t in succ], [t["pred"][-1] for t in fail]),
-        "hacking_final": float(np.mean([t["pred"][-1] for t in hack])) if hack else float("nan"),
-        "parse_rate": parsed_ok / calls if calls else float("nan"),
-    }
+    metrics = trace_metrics(traces)
     by_outcome = {}
     for outcome in sorted({t["outcome"] for t in traces}):
         ts = [t for t in traces if t["outcome"] == outcome]
@@ -186,6 +179,21 @@ def evaluate(
 
 
 _SENTENCE_END = re.compile(r"(?<=\.) ")
+
+
+def trace_metrics(traces: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The five headline metrics of scored episodes' traces (see the module docstring)."""
+    succ = [t for t in traces if t["outcome"] in SUCCESS_OUTCOMES]
+    fail = [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES]
+    hack = [t for t in traces if t["outcome"] in HACKING_OUTCOMES]
+    statuses = [s for t in traces for s in t["status"] if s != "first_frame"]
+    return {
+        "voc": _voc(succ),
+        "mae": _mae(traces),
+        "auroc": auroc([t["pred"][-1] for t in succ], [t["pred"][-1] for t in fail]),
+        "hacking_final": float(np.mean([t["pred"][-1] for t in hack])) if hack else float("nan"),
+        "parse_rate": sum(s == "ok" for s in statuses) / len(statuses) if statuses else float("nan"),
+    }
 
 
 def reasoning_accuracy(episodes: Sequence[Episode], traces: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -249,6 +257,40 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def true_quote_error(model: str | Any, *, episodes: int = 24, seed: int = 1000,
+                     specs: Sequence[EpisodeSpec] | None = None, n_frames: int = 60, fps: float = 15.0,
+                     rate_hz: float = 2.0, max_new_tokens: int = 96, device: str = "cpu") -> dict[str, Any]:
+    """Mean |answer - true progress| per task kind (fractions) when every call quotes the *true*
+    previous progress instead of the model's own last answer: separates misreading the images
+    from the free-running loop's drift. Same composites and prompt as the scorer, greedy; an
+    unparsable answer counts as an error of 1."""
+    from sole_r1_ros.backend import ModelOptions, TransformersBackend
+    from sole_r1_ros.composite import compose
+    from sole_r1_ros.protocol import GenerationSettings, load_protocol
+    from sole_r1_ros.training.dataset import percent_at
+
+    backend = model
+    if not hasattr(backend, "generate"):
+        backend = TransformersBackend(ModelOptions(path=str(model), device=device, dtype="float32"))
+    protocol = load_protocol()
+    settings = GenerationSettings.greedy(max_new_tokens)
+    errors: dict[str, list[float]] = {}
+    for spec in (specs if specs is not None else evaluation_specs(episodes, seed)):
+        ep = make_episode(spec, n_frames=n_frames, fps=fps)
+        idx = scored_indices(ep.n_frames, fps / rate_hz)
+        pairs = list(zip(idx[:-1], idx[1:]))
+        conversations = [protocol.templates.messages(ep.goal, percent_at(ep, a), n_views=len(ep.roles))
+                         for a, _ in pairs]
+        images = [compose(ep.frames[0], ep.frames[a], ep.frames[c], ep.roles, protocol.layout) for a, c in pairs]
+        for (_, c), reply in zip(pairs, backend.generate(conversations, images, settings)):
+            percent = parse_answer(reply.text).percent
+            error = 1.0 if percent is None else abs(percent / 100.0 - float(ep.progress[c]))
+            errors.setdefault(spec.task_kind, []).append(error)
+    by_task = {kind: round(float(np.mean(e)), 4) for kind, e in sorted(errors.items())}
+    return {"mae": round(float(np.mean([x for e in errors.values() for x in e])), 4), "by_task": by_task,
+            "model_calls": sum(len(e) for e in errors.values())}
+
+
 def measure_image_dependence(model_dir: str | Path, episodes: int = 8, seed: int = 1000) -> dict[str, float]:
     """Teacher-forced answer-token loss on held-out steps whose quoted previous progress is uniform
     random, with the right composites and with composites swapped between steps
@@ -275,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda, auto)")
     p.add_argument("--json", default="", help="also write the full result (with traces) to this file")
     p.add_argument("--verbose", action="store_true", help="print each episode's predicted and true progress")
+    p.add_argument("--true-quotes", action="store_true",
+                   help="also report the MAE per task kind when each call quotes the true previous progress")
     p.add_argument("--image-dependence", type=int, default=0, metavar="N",
                    help="also report the answer loss with true vs swapped images on N held-out episodes")
     args = p.parse_args(argv)
@@ -287,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(result))
     print(f"\n{result['episodes']} episodes ({result['success_episodes']} successful, {result['hacking_episodes']} "
           f"hacking), {result['model_calls']} model calls, scoring {result['score_seconds']} s")
+    if args.true_quotes:
+        result["true_quotes"] = true_quote_error(args.model, episodes=args.episodes, seed=args.seed,
+                                                 max_new_tokens=args.max_new_tokens, device=args.device)
+        print(f"MAE with the true previous progress quoted: {json.dumps(result['true_quotes'])}")
     if args.image_dependence > 0:
         result["image_dependence"] = measure_image_dependence(args.model, args.image_dependence, args.seed)
         print(f"image dependence (random quoted previous progress): {json.dumps(result['image_dependence'])}")

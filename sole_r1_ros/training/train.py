@@ -37,6 +37,7 @@ from sole_r1_ros.training.dataset import (
     corpus_lines,
     episode_examples,
     make_episode,
+    parse_kind_weights,
     training_specs,
 )
 from sole_r1_ros.training.heap import release_free_heap
@@ -113,6 +114,37 @@ def map_episodes(job_fn: Callable[[Any], list[Any]], jobs: list[Any], model_dir:
             pool.close()
             pool.join()
     return out
+
+
+def _quoted_job(job: tuple[EpisodeSpec, list[tuple[int, int, int]]]) -> list[Example]:
+    spec, steps = job
+    ep = make_episode(spec)
+    return [_WORKER["builder"].build(ep, prev_idx, cur_idx, quoted) for prev_idx, cur_idx, quoted in steps]
+
+
+def on_policy_examples(model_dir: Path, specs: list[EpisodeSpec], *, workers: int = 2, device: str = "cpu",
+                       chunk: int = 32) -> tuple[list[Example], dict[str, Any]]:
+    """One DAgger round on the quoted previous progress: score ``specs`` free-running with the
+    model in ``model_dir`` (``evaluate``: production scorer, 2 Hz, greedy, its own answers fed
+    back) and build an example for every model call with the value the model itself quoted there,
+    the reply again from the true state (so "went up from N%" is said against the model's own N).
+    Episodes are scored ``chunk`` at a time (a multiple of evaluate's batch of 8, so the batches
+    are the same) to keep the rendered frames of only one chunk in memory."""
+    from sole_r1_ros.training.evaluate import evaluate, trace_metrics
+
+    backend = _load_backend(model_dir, device)
+    jobs, traces = [], []
+    for start in range(0, len(specs), chunk):
+        part = specs[start:start + chunk]
+        for spec, trace in zip(part, evaluate(backend, specs=part)["traces"]):
+            frames = trace["frames"]
+            jobs.append((spec, [(frames[k], frames[k + 1], int(q)) for k, q in enumerate(trace["quoted"])]))
+            traces.append(trace)
+    backend.close()
+    examples = map_episodes(_quoted_job, jobs, model_dir, workers, what="on-policy examples")
+    rollout = {k: round(float(v), 4) for k, v in trace_metrics(traces).items()}
+    _log(f"on-policy rollouts of the initial model on {len(specs)} training episodes: {json.dumps(rollout)}")
+    return examples, {"episodes": len(specs), "examples": len(examples), "rollout_metrics": rollout}
 
 
 def build_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, *, passes: int = 1, noise: float = 6.0,
@@ -205,6 +237,8 @@ def train(
     match_vision_scale: float = 0.0,
     vision_lr_mult: float = 1.0,
     decision_weight: float = 1.0,
+    kind_weights: dict[str, float] | None = None,
+    on_policy_episodes: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
@@ -221,7 +255,7 @@ def train(
     try:
         model_dir = init_dir or build_initial_model(tmp / "init", seed, arch)
         _log(f"initial model: {model_dir}")
-        specs = training_specs(episodes, seed)
+        specs = training_specs(episodes, seed, kind_weights=kind_weights)
         if examples_cache and Path(examples_cache).is_file():
             with open(examples_cache, "rb") as f:
                 examples = pickle.load(f)
@@ -232,6 +266,15 @@ def train(
             if examples_cache:
                 with open(examples_cache, "wb") as f:
                     pickle.dump(examples, f, protocol=pickle.HIGHEST_PROTOCOL)
+        on_policy: dict[str, Any] = {}
+        if on_policy_episodes > 0:
+            if not init_dir:
+                raise ValueError("on-policy examples need a trained initial model (--init)")
+            extra, on_policy = on_policy_examples(
+                Path(model_dir), [EpisodeSpec(s.task_kind, s.outcome, s.seed + 300_000)
+                                  for s in training_specs(on_policy_episodes, seed + 2, kind_weights=kind_weights)],
+                workers=workers, device=device)
+            examples = examples + extra
         if data_only:
             return {"train_examples": len(examples)}
         val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
@@ -254,6 +297,8 @@ def train(
         if match_vision_scale > 0:
             scaled = rescale_vision(model, collate(builder, examples[:batch_size], 1.0, device=model.device),
                                     match_vision_scale)["factors"]
+        elif init_dir:
+            scaled = inherited_vision_scale(Path(model_dir))
         n_params = sum(p.numel() for p in model.parameters())
         # Rescaled output layers keep their learning rate scaled by the same factor (Adam's step size is
         # scale-free, so this keeps them at their new scale instead of re-growing them within steps).
@@ -320,6 +365,7 @@ def train(
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
             "decision_weight": decision_weight,
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
+            "vision_scale_factors": scaled, "kind_weights": kind_weights or None, "on_policy": on_policy or None,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
@@ -336,6 +382,21 @@ def train(
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def inherited_vision_scale(model_dir: Path) -> dict[str, float]:
+    """The vision output layers' rescale factors of an earlier stage (``training_summary.json``,
+    ``vision_scale_factors``, this stage's or a nested earlier one's), so a continued run keeps
+    their learning rates scaled with them; empty if none was recorded."""
+    path = model_dir / "training_summary.json"
+    summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    while summary:
+        if summary.get("vision_scale_factors"):
+            factors = {str(k): float(v) for k, v in summary["vision_scale_factors"].items()}
+            _log(f"vision output layers keep the learning-rate factors of an earlier stage: {json.dumps(factors)}")
+            return factors
+        summary = summary.get("previous_stage") or {}
+    return {}
 
 
 def rescale_vision(model: Any, batch: dict[str, Any], factor: float = 1.0) -> dict[str, Any]:
@@ -435,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vision-hidden-size", type=int, default=ARCH["vision_hidden_size"])
     p.add_argument("--vision-depth", type=int, default=ARCH["vision_depth"])
     p.add_argument("--max-image-tokens", type=int, default=ARCH["max_image_tokens"])
+    p.add_argument("--kind-weights", type=parse_kind_weights, default=None, metavar="KIND=W[,KIND=W]",
+                   help="draw task kinds by these relative weights instead of round-robin (e.g. reach=3)")
+    p.add_argument("--on-policy-episodes", type=int, default=0,
+                   help="with --init: also train on this many episodes scored free-running by the initial model, "
+                        "each step quoting the progress the model itself answered before")
     p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -448,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
           threads=args.threads, init_dir=args.init,
           examples_cache=args.examples_cache, data_only=args.data_only,
           match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult,
-          decision_weight=args.decision_weight, device=args.device)
+          decision_weight=args.decision_weight, kind_weights=args.kind_weights,
+          on_policy_episodes=args.on_policy_episodes, device=args.device)
     return 0
 
 

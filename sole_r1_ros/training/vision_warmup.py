@@ -41,6 +41,7 @@ from sole_r1_ros.training.dataset import (
     ExampleBuilder,
     _target_distance,
     make_episode,
+    parse_kind_weights,
     percent_at,
     step_pairs,
     training_specs,
@@ -280,8 +281,11 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
            minutes: float = 8.0, steps: int = 4000, batch_size: int = 32, lr: float = 2e-3,
            threads: int = 2, workers: int = 2, val_episodes: int = 24, log_every: int = 50,
            cache: Path | None = None, dense_weight: float = 1.0, stop_after: int = 0, device: str = "cpu",
-           data_only: bool = False, gripper_pos_weight: float = 1.0) -> dict[str, Any]:
-    """Train the vision tower of ``init_dir`` (or a fresh default-architecture model) and save it to ``out``."""
+           data_only: bool = False, gripper_pos_weight: float = 1.0, kind_weights: dict[str, float] | None = None,
+           max_image_tokens: int | None = None) -> dict[str, Any]:
+    """Train the vision tower of ``init_dir`` (or a fresh default-architecture model, with
+    ``max_image_tokens`` if given) and save it to ``out``. ``kind_weights``: task kinds drawn by
+    these weights (training and held-out composites alike) instead of round-robin."""
     import torch
 
     from sole_r1_ros.protocol import load_protocol
@@ -293,9 +297,14 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
     np.random.seed(seed)
     tmp = Path(tempfile.mkdtemp(prefix="sole_r1_warmup_"))
     try:
-        model_dir = init_dir or build_initial_model(tmp / "init", seed, dict(ARCH))
-        train_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 500_000) for s in training_specs(episodes, seed)]
-        val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 700_000) for s in training_specs(val_episodes, seed + 1)]
+        if init_dir and max_image_tokens:
+            raise ValueError("max_image_tokens sets a fresh model's image budget; an --init model keeps its own")
+        arch = dict(ARCH, max_image_tokens=max_image_tokens or ARCH["max_image_tokens"])
+        model_dir = init_dir or build_initial_model(tmp / "init", seed, arch)
+        train_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 500_000)
+                       for s in training_specs(episodes, seed, kind_weights=kind_weights)]
+        val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 700_000)
+                     for s in training_specs(val_episodes, seed + 1, kind_weights=kind_weights)]
         if cache and Path(cache).is_file():
             with open(cache, "rb") as f:
                 examples, val = pickle.load(f)
@@ -360,7 +369,9 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
             "episodes": episodes, "passes": passes, "train_composites": len(examples), "val_composites": len(val),
             "steps": step + (0 if stopped_early else 1), "planned_steps": steps, "stopped_early": stopped_early,
             "batch_size": batch_size, "lr": lr, "dense_weight": dense_weight,
-            "gripper_pos_weight": gripper_pos_weight, "data_seconds": round(data_s, 1),
+            "gripper_pos_weight": gripper_pos_weight, "kind_weights": kind_weights or None,
+            "max_image_tokens": int(backend.processor.image_processor.size["longest_edge"]) // 32**2,
+            "data_seconds": round(data_s, 1),
             "train_seconds": round(time.perf_counter() - t_train, 1), "torch_threads": torch.get_num_threads(),
             "device": str(backend.model.device),
             "val_before": {k: round(v, 4) for k, v in before.items()},
@@ -399,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gripper-pos-weight", type=float, default=1.0,
                    help="weight of the gripper's positive tokens in the per-token label loss (it marks one "
                         "token per view: a rare positive)")
+    p.add_argument("--kind-weights", type=parse_kind_weights, default=None, metavar="KIND=W[,KIND=W]",
+                   help="draw task kinds by these relative weights instead of round-robin (e.g. reach=1,push=0)")
+    p.add_argument("--max-image-tokens", type=int, default=None,
+                   help="image token budget of a fresh model (default: the shipped architecture's)")
     p.add_argument("--data-only", action="store_true", help="only render the composites (with --cache)")
     p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
@@ -408,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
            minutes=args.minutes, steps=args.steps, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
            workers=args.workers, cache=args.cache, dense_weight=args.dense_weight,
            gripper_pos_weight=args.gripper_pos_weight,
-           stop_after=args.stop_after, device=args.device, data_only=args.data_only)
+           stop_after=args.stop_after, device=args.device, data_only=args.data_only,
+           kind_weights=args.kind_weights, max_image_tokens=args.max_image_tokens)
     return 0
 
 
