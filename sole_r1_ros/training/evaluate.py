@@ -76,6 +76,22 @@ def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
 
 
+def _backend(model: str | Any, device: str) -> Any:
+    """``model`` itself if it is a loaded backend, else the model directory loaded in float32."""
+    if hasattr(model, "generate"):
+        return model
+    from sole_r1_ros.backend import ModelOptions, TransformersBackend
+
+    return TransformersBackend(ModelOptions(path=str(model), device=device, dtype="float32"))
+
+
+def _split(traces: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
+    """(successful, unsuccessful, hacking) episodes' traces."""
+    return ([t for t in traces if t["outcome"] in SUCCESS_OUTCOMES],
+            [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES],
+            [t for t in traces if t["outcome"] in HACKING_OUTCOMES])
+
+
 def evaluate(
     model: str | Any,
     *,
@@ -92,13 +108,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score held-out episodes with ``model`` (a directory or a loaded ``TransformersBackend``)
     through ``ProgressScorer`` (greedy) and return the metrics and per-episode traces."""
-    from sole_r1_ros.backend import ModelOptions, TransformersBackend
     from sole_r1_ros.protocol import GenerationSettings, load_protocol
     from sole_r1_ros.scorer import ProgressScorer
 
-    backend = model
-    if not hasattr(backend, "generate"):
-        backend = TransformersBackend(ModelOptions(path=str(model), device=device, dtype="float32"))
+    backend = _backend(model, device)
     protocol = load_protocol()
     scorer = ProgressScorer(backend, protocol, generation=GenerationSettings.greedy(max_new_tokens))
     specs = list(specs) if specs is not None else evaluation_specs(episodes, seed)
@@ -150,9 +163,7 @@ def evaluate(
                       f"{(st['replies'] or [''])[-1]!r}", flush=True)
     score_s = time.perf_counter() - t1
 
-    succ = [t for t in traces if t["outcome"] in SUCCESS_OUTCOMES]
-    fail = [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES]
-    hack = [t for t in traces if t["outcome"] in HACKING_OUTCOMES]
+    succ, fail, hack = _split(traces)
     metrics = trace_metrics(traces)
     by_outcome = {}
     for outcome in sorted({t["outcome"] for t in traces}):
@@ -183,9 +194,7 @@ _SENTENCE_END = re.compile(r"(?<=\.) ")
 
 def trace_metrics(traces: Sequence[dict[str, Any]]) -> dict[str, float]:
     """The five headline metrics of scored episodes' traces (see the module docstring)."""
-    succ = [t for t in traces if t["outcome"] in SUCCESS_OUTCOMES]
-    fail = [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES]
-    hack = [t for t in traces if t["outcome"] in HACKING_OUTCOMES]
+    succ, fail, hack = _split(traces)
     statuses = [s for t in traces for s in t["status"] if s != "first_frame"]
     return {
         "voc": _voc(succ),
@@ -264,14 +273,11 @@ def true_quote_error(model: str | Any, *, episodes: int = 24, seed: int = 1000,
     previous progress instead of the model's own last answer: separates misreading the images
     from the free-running loop's drift. Same composites and prompt as the scorer, greedy; an
     unparsable answer counts as an error of 1."""
-    from sole_r1_ros.backend import ModelOptions, TransformersBackend
     from sole_r1_ros.composite import compose
     from sole_r1_ros.protocol import GenerationSettings, load_protocol
     from sole_r1_ros.training.dataset import percent_at
 
-    backend = model
-    if not hasattr(backend, "generate"):
-        backend = TransformersBackend(ModelOptions(path=str(model), device=device, dtype="float32"))
+    backend = _backend(model, device)
     protocol = load_protocol()
     settings = GenerationSettings.greedy(max_new_tokens)
     errors: dict[str, list[float]] = {}
