@@ -27,8 +27,9 @@ from sole_r1_ros.training.evaluate import (
 )
 from sole_r1_ros.training.train import (
     image_dependence,
-    on_policy_examples,
+    image_token_budget,
     inherited_vision_scale,
+    on_policy_examples,
     save_model,
     train,
     weighted_loss,
@@ -209,6 +210,8 @@ def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
                   init_dir=tmp_path / "m", threads=1, checkpoint_every=0, kind_weights={"reach": 1.0})
     assert again["vision_scale_factors"] == factors and again["kind_weights"] == {"reach": 1.0}
     assert again["on_policy"] is None
+    with pytest.raises(ValueError, match="--init"):  # checked before any data is built
+        train(tmp_path / "m3", steps=1, episodes=1, on_policy_episodes=1, workers=1)
     assert again["previous_stage"]["steps"] == 2
 
 
@@ -332,6 +335,7 @@ def test_shipped_default_model_answers_in_protocol() -> None:
     assert all(0 <= e.percent <= 100 for e in estimates)
     summary = json.loads((DEFAULT_MODEL / "training_summary.json").read_text())
     assert summary["steps"] > 0
+    assert image_token_budget(backend) == summary["arch"]["max_image_tokens"] == 150
 
 
 def test_state_targets_follow_the_true_state() -> None:

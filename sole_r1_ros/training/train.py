@@ -67,6 +67,12 @@ def build_initial_model(path: Path, seed: int, arch: dict[str, int]) -> Path:
     return build_tiny_model(path, "qwen3_vl", seed=seed, extra_corpus=corpus_lines(load_protocol()), **arch)
 
 
+def image_token_budget(backend: Any) -> int:
+    """Most LLM tokens one image becomes: the image processor's pixel budget in merged patches."""
+    ip = backend.processor.image_processor
+    return int(ip.size["longest_edge"]) // (int(ip.patch_size) * int(ip.merge_size)) ** 2
+
+
 def _load_backend(model_dir: Path, device: str = "cpu") -> Any:
     from sole_r1_ros.backend import ModelOptions, TransformersBackend
 
@@ -244,6 +250,8 @@ def train(
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
     import torch
 
+    if on_policy_episodes > 0 and not init_dir:
+        raise ValueError("on-policy examples need a trained initial model (--init)")
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -268,8 +276,6 @@ def train(
                     pickle.dump(examples, f, protocol=pickle.HIGHEST_PROTOCOL)
         on_policy: dict[str, Any] = {}
         if on_policy_episodes > 0:
-            if not init_dir:
-                raise ValueError("on-policy examples need a trained initial model (--init)")
             extra, on_policy = on_policy_examples(
                 Path(model_dir), [EpisodeSpec(s.task_kind, s.outcome, s.seed + 300_000)
                                   for s in training_specs(on_policy_episodes, seed + 2, kind_weights=kind_weights)],
@@ -291,7 +297,7 @@ def train(
             cfg = model.config
             arch = {"hidden_size": cfg.text_config.hidden_size, "num_layers": cfg.text_config.num_hidden_layers,
                     "vision_hidden_size": cfg.vision_config.hidden_size, "vision_depth": cfg.vision_config.depth,
-                    "max_image_tokens": int(backend.processor.image_processor.size["longest_edge"]) // 32**2,
+                    "max_image_tokens": image_token_budget(backend),
                     "vocab_size": len(backend.processor.tokenizer)}
         scaled: dict[str, float] = {}
         if match_vision_scale > 0:

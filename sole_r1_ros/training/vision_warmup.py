@@ -289,7 +289,8 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
     import torch
 
     from sole_r1_ros.protocol import load_protocol
-    from sole_r1_ros.training.train import ARCH, _load_backend, _lr_at, build_initial_model, save_model
+    from sole_r1_ros.training.train import (ARCH, _load_backend, _lr_at, build_initial_model, image_token_budget,
+                                            save_model)
 
     t_start = time.perf_counter()
     torch.manual_seed(seed)
@@ -370,7 +371,7 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
             "steps": step + (0 if stopped_early else 1), "planned_steps": steps, "stopped_early": stopped_early,
             "batch_size": batch_size, "lr": lr, "dense_weight": dense_weight,
             "gripper_pos_weight": gripper_pos_weight, "kind_weights": kind_weights or None,
-            "max_image_tokens": int(backend.processor.image_processor.size["longest_edge"]) // 32**2,
+            "max_image_tokens": image_token_budget(backend),
             "data_seconds": round(data_s, 1),
             "train_seconds": round(time.perf_counter() - t_train, 1), "torch_threads": torch.get_num_threads(),
             "device": str(backend.model.device),
