@@ -148,10 +148,30 @@ def test_kind_weights_oversample_a_task_kind_and_keep_outcomes_and_seeds() -> No
         D.training_specs(4, 0, kind_weights={"fly": 1})
     with pytest.raises(ValueError, match="not all 0"):
         D.training_specs(4, 0, kind_weights=dict.fromkeys(D.TASK_KINDS, 0.0))
-    assert D.parse_kind_weights("reach=3, push=0.5") == {"reach": 3.0, "push": 0.5}
+    assert D.parse_weights("reach=3, push=0.5") == {"reach": 3.0, "push": 0.5}
     for bad in ("reach", "reach=x"):
         with pytest.raises(argparse.ArgumentTypeError):
-            D.parse_kind_weights(bad)
+            D.parse_weights(bad)
+
+
+def test_outcome_weights_oversample_an_outcome_and_keep_kinds_and_seeds() -> None:
+    plain = D.training_specs(400, 0)
+    weighted = D.training_specs(400, 0, {"wrong_object": 0.48})
+    counts = {o: sum(s.outcome == o for s in weighted) for o in D.OUTCOMES}
+    # wrong_object 0.48 / 1.32 of the mixture (36 %) instead of 16 %; the others keep their ratios
+    assert 115 <= counts["wrong_object"] <= 175
+    assert sum(s.outcome == "wrong_object" for s in plain) <= 85
+    assert [s.task_kind for s in weighted] == [s.task_kind for s in plain]
+    assert [s.seed for s in weighted] == [s.seed for s in plain]
+    assert D.training_specs(400, 0, dict(D.DEFAULT_OUTCOME_WEIGHTS)) == plain
+    only_hover = D.training_specs(12, 0, {o: 0.0 for o in D.DEFAULT_OUTCOME_WEIGHTS if o != "hover"})
+    assert {s.outcome for s in only_hover} == {"hover"}
+    with pytest.raises(ValueError, match="unknown outcomes"):
+        D.training_specs(4, 0, {"crash": 1})
+    with pytest.raises(ValueError, match="not all 0"):
+        D.training_specs(4, 0, dict.fromkeys(D.DEFAULT_OUTCOME_WEIGHTS, 0.0))
+    with pytest.raises(ValueError, match=">= 0"):
+        D.training_specs(4, 0, {"hover": -1})
 
 
 def test_a_continued_stage_inherits_the_vision_scale_factors(tmp_path: Path) -> None:
@@ -207,8 +227,10 @@ def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     TransformersBackend(ModelOptions(path=str(tmp_path / "m"), device="cpu"))
     # A further stage keeps the rescaled layers' learning-rate factors instead of rescaling again.
     again = train(tmp_path / "m2", steps=1, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
-                  init_dir=tmp_path / "m", threads=1, checkpoint_every=0, kind_weights={"reach": 1.0})
+                  init_dir=tmp_path / "m", threads=1, checkpoint_every=0, kind_weights={"reach": 1.0},
+                  outcome_weights={"hover": 1.0})
     assert again["vision_scale_factors"] == factors and again["kind_weights"] == {"reach": 1.0}
+    assert again["outcome_weights"] == {"hover": 1.0}
     assert again["on_policy"] is None
     with pytest.raises(ValueError, match="--init"):  # checked before any data is built
         train(tmp_path / "m3", steps=1, episodes=1, on_policy_episodes=1, workers=1)

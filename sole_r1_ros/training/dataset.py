@@ -262,41 +262,47 @@ class EpisodeSpec:
 
 def training_specs(n_episodes: int, seed: int, weights: dict[str, float] | None = None,
                    kind_weights: dict[str, float] | None = None) -> list[EpisodeSpec]:
-    """``n_episodes`` (task kind, outcome, seed) triples: outcomes drawn by ``weights``; task kinds
-    round-robin, or drawn by ``kind_weights`` (relative weights, kinds left out weigh 1).
+    """``n_episodes`` (task kind, outcome, seed) triples: outcomes drawn by ``weights`` (relative;
+    outcomes left out keep their :data:`DEFAULT_OUTCOME_WEIGHTS` weight); task kinds round-robin,
+    or drawn by ``kind_weights`` (relative weights, kinds left out weigh 1).
 
     Episode seeds are ``seed * 100_000 + i`` (evaluation uses seeds ≥ 1000 with a different
     stream; see :func:`evaluation_specs`)."""
-    weights = weights or DEFAULT_OUTCOME_WEIGHTS
     rng = np.random.default_rng([seed, 7])
-    outcomes = list(weights)
-    probs = np.array([weights[o] for o in outcomes], dtype=np.float64)
-    probs /= probs.sum()
+    outcomes = list(DEFAULT_OUTCOME_WEIGHTS)
+    probs = _relative_weights("outcome", OUTCOMES, dict(DEFAULT_OUTCOME_WEIGHTS, **(weights or {})), outcomes)
     picks = rng.choice(len(outcomes), size=n_episodes, p=probs)
     kinds = [TASK_KINDS[i % len(TASK_KINDS)] for i in range(n_episodes)]
     if kind_weights:
-        unknown = set(kind_weights) - set(TASK_KINDS)
-        if unknown:
-            raise ValueError(f"unknown task kinds {sorted(unknown)}; known: {', '.join(TASK_KINDS)}")
-        kp = np.array([float(kind_weights.get(k, 1.0)) for k in TASK_KINDS], dtype=np.float64)
-        if (kp < 0).any() or kp.sum() <= 0:
-            raise ValueError(f"task kind weights must be >= 0 and not all 0, got {kind_weights}")
+        kp = _relative_weights("task kind", TASK_KINDS, dict.fromkeys(TASK_KINDS, 1.0) | kind_weights, TASK_KINDS)
         kind_rng = np.random.default_rng([seed, 11])
-        kinds = [TASK_KINDS[int(k)] for k in kind_rng.choice(len(TASK_KINDS), size=n_episodes, p=kp / kp.sum())]
+        kinds = [TASK_KINDS[int(k)] for k in kind_rng.choice(len(TASK_KINDS), size=n_episodes, p=kp)]
     return [EpisodeSpec(kind, outcomes[int(k)], seed * 100_000 + i) for i, (kind, k) in enumerate(zip(kinds, picks))]
 
 
-def parse_kind_weights(text: str) -> dict[str, float]:
-    """``"reach=3,push=0.5"`` as ``{"reach": 3.0, "push": 0.5}`` (the CLIs' ``--kind-weights``)."""
+def _relative_weights(what: str, known: Sequence[str], weights: dict[str, float], order: Sequence[str]) -> np.ndarray:
+    """``weights`` in ``order`` as probabilities; unknown names, negative or all-zero weights raise."""
+    unknown = set(weights) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {what}s {sorted(unknown)}; known: {', '.join(known)}")
+    p = np.array([float(weights[name]) for name in order], dtype=np.float64)
+    if (p < 0).any() or p.sum() <= 0:
+        raise ValueError(f"{what} weights must be >= 0 and not all 0, got {weights}")
+    return p / p.sum()
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"reach=3,push=0.5"`` as ``{"reach": 3.0, "push": 0.5}`` (the CLIs' ``--kind-weights`` and
+    ``--outcome-weights``)."""
     out = {}
     for item in text.split(","):
-        kind, sep, weight = item.partition("=")
+        name, sep, weight = item.partition("=")
         try:
-            out[kind.strip()] = float(weight)
+            out[name.strip()] = float(weight)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected KIND=WEIGHT, got {item!r}") from None
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT, got {item!r}") from None
         if not sep:
-            raise argparse.ArgumentTypeError(f"expected KIND=WEIGHT, got {item!r}")
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT, got {item!r}")
     return out
 
 
@@ -475,6 +481,6 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 __all__ = [
     "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate",
     "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
-    "noised_previous", "parse_kind_weights", "percent_at", "reasoning_text", "scored_indices", "step_pairs",
+    "noised_previous", "parse_weights", "percent_at", "reasoning_text", "scored_indices", "step_pairs",
     "strip_decisions", "training_specs",
 ]

@@ -37,7 +37,7 @@ from sole_r1_ros.training.dataset import (
     corpus_lines,
     episode_examples,
     make_episode,
-    parse_kind_weights,
+    parse_weights,
     training_specs,
 )
 from sole_r1_ros.training.heap import release_free_heap
@@ -244,6 +244,7 @@ def train(
     vision_lr_mult: float = 1.0,
     decision_weight: float = 1.0,
     kind_weights: dict[str, float] | None = None,
+    outcome_weights: dict[str, float] | None = None,
     on_policy_episodes: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -263,7 +264,7 @@ def train(
     try:
         model_dir = init_dir or build_initial_model(tmp / "init", seed, arch)
         _log(f"initial model: {model_dir}")
-        specs = training_specs(episodes, seed, kind_weights=kind_weights)
+        specs = training_specs(episodes, seed, outcome_weights, kind_weights=kind_weights)
         if examples_cache and Path(examples_cache).is_file():
             with open(examples_cache, "rb") as f:
                 examples = pickle.load(f)
@@ -278,7 +279,8 @@ def train(
         if on_policy_episodes > 0:
             extra, on_policy = on_policy_examples(
                 Path(model_dir), [EpisodeSpec(s.task_kind, s.outcome, s.seed + 300_000)
-                                  for s in training_specs(on_policy_episodes, seed + 2, kind_weights=kind_weights)],
+                                  for s in training_specs(on_policy_episodes, seed + 2, outcome_weights,
+                                                          kind_weights=kind_weights)],
                 workers=workers, device=device)
             examples = examples + extra
         if data_only:
@@ -371,7 +373,8 @@ def train(
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
             "decision_weight": decision_weight,
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
-            "vision_scale_factors": scaled, "kind_weights": kind_weights or None, "on_policy": on_policy or None,
+            "vision_scale_factors": scaled, "kind_weights": kind_weights or None,
+            "outcome_weights": outcome_weights or None, "on_policy": on_policy or None,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
@@ -502,8 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vision-hidden-size", type=int, default=ARCH["vision_hidden_size"])
     p.add_argument("--vision-depth", type=int, default=ARCH["vision_depth"])
     p.add_argument("--max-image-tokens", type=int, default=ARCH["max_image_tokens"])
-    p.add_argument("--kind-weights", type=parse_kind_weights, default=None, metavar="KIND=W[,KIND=W]",
+    p.add_argument("--kind-weights", type=parse_weights, default=None, metavar="KIND=W[,KIND=W]",
                    help="draw task kinds by these relative weights instead of round-robin (e.g. reach=3)")
+    p.add_argument("--outcome-weights", type=parse_weights, default=None, metavar="OUTCOME=W[,OUTCOME=W]",
+                   help="relative outcome weights of the training and on-policy episodes; outcomes left out keep "
+                        "their default weight (e.g. wrong_object=0.48 against the default 0.16; the defaults sum to 1)")
     p.add_argument("--on-policy-episodes", type=int, default=0,
                    help="with --init: also train on this many episodes scored free-running by the initial model, "
                         "each step quoting the progress the model itself answered before")
@@ -521,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
           examples_cache=args.examples_cache, data_only=args.data_only,
           match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult,
           decision_weight=args.decision_weight, kind_weights=args.kind_weights,
+          outcome_weights=args.outcome_weights,
           on_policy_episodes=args.on_policy_episodes, device=args.device)
     return 0
 

@@ -41,7 +41,7 @@ from sole_r1_ros.training.dataset import (
     ExampleBuilder,
     _target_distance,
     make_episode,
-    parse_kind_weights,
+    parse_weights,
     percent_at,
     step_pairs,
     training_specs,
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gripper-pos-weight", type=float, default=1.0,
                    help="weight of the gripper's positive tokens in the per-token label loss (it marks one "
                         "token per view: a rare positive)")
-    p.add_argument("--kind-weights", type=parse_kind_weights, default=None, metavar="KIND=W[,KIND=W]",
+    p.add_argument("--kind-weights", type=parse_weights, default=None, metavar="KIND=W[,KIND=W]",
                    help="draw task kinds by these relative weights instead of round-robin (e.g. reach=1,push=0)")
     p.add_argument("--max-image-tokens", type=int, default=None,
                    help="image token budget of a fresh model (default: the shipped architecture's)")
