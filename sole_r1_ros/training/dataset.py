@@ -270,7 +270,7 @@ def training_specs(n_episodes: int, seed: int, weights: dict[str, float] | None 
     stream; see :func:`evaluation_specs`)."""
     rng = np.random.default_rng([seed, 7])
     outcomes = list(DEFAULT_OUTCOME_WEIGHTS)
-    probs = _relative_weights("outcome", OUTCOMES, dict(DEFAULT_OUTCOME_WEIGHTS, **(weights or {})), outcomes)
+    probs = _relative_weights("outcome", OUTCOMES, DEFAULT_OUTCOME_WEIGHTS | (weights or {}), outcomes)
     picks = rng.choice(len(outcomes), size=n_episodes, p=probs)
     kinds = [TASK_KINDS[i % len(TASK_KINDS)] for i in range(n_episodes)]
     if kind_weights:
