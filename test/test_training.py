@@ -106,8 +106,8 @@ def test_decision_words_are_marked_and_weighted(builder: D.ExampleBuilder) -> No
     frames = D.scored_indices(ep.n_frames, 5.0)
     for prev, cur in zip(frames[:-1], frames[1:]):
         marked = D.marked_answer(ep, prev, cur, 50)
-        plain, spans = D.strip_decisions(marked)
-        assert plain == D.answer_text(ep, prev, cur, 50) and "\x01" not in plain and spans
+        plain, spans, _ = D.strip_marks(marked)
+        assert plain == D.answer_text(ep, prev, cur, 50) and not set("\x01\x02\x03\x04") & set(plain) and spans
         words = [plain[a:b] for a, b in spans]
         seen.update(words)
         ex = builder.build(ep, prev, cur, 50)
@@ -124,6 +124,30 @@ def test_decision_words_are_marked_and_weighted(builder: D.ExampleBuilder) -> No
     assert {"went up", "went down", "stayed"} & seen and any(w.startswith("Next:") or w == "The task" for w in seen)
     target = D._object_name(ep, ep.meta["task"].target)
     assert any(w.endswith("block") and w != target for w in seen if w != "The task")
+
+
+def test_comparison_with_the_goal_object_is_marked_alike_whichever_object_is_held(builder: D.ExampleBuilder) -> None:
+    held: dict[str, set[str]] = {"success": set(), "wrong_object": set()}
+    for outcome in held:
+        ep = generate_episode("stack", outcome, seed=5, n_frames=30, size=(160, 120))
+        target = D._object_name(ep, ep.meta["task"].target)
+        frames = D.scored_indices(ep.n_frames, 5.0)
+        for prev, cur in zip(frames[:-1], frames[1:]):
+            plain, _, spans = D.strip_marks(D.marked_answer(ep, prev, cur, 50))
+            if ep.meta["holding"][cur] < 0:
+                continue
+            words = "".join(plain[a:b] for a, b in spans)
+            held[outcome].add(words)
+            ex = builder.build(ep, prev, cur, 50)
+            decoded = builder.tokenizer.decode([int(ex.input_ids[p]) for p in ex.comparison_positions])
+            assert decoded.replace(" ", "") == words.replace(" ", "")
+            batch = D.collate(builder, [ex], answer_weight=3.0, decision_weight=5.0, comparison_weight=4.0)
+            w = batch["weights"][0].numpy()
+            assert set(np.flatnonzero(w == 4.0)) == set(ex.comparison_positions.tolist())
+            assert set(np.flatnonzero(w == 5.0)) == set(ex.decision_positions.tolist()) - set(ex.comparison_positions.tolist())
+    # Holding the target ends the name with "."; holding another block goes on with ", not".
+    assert held["success"] == {f"{target}."}
+    assert held["wrong_object"] and all(w.endswith("block, not") and not w.startswith(target) for w in held["wrong_object"])
 
 
 def test_specs_are_seeded_and_held_out() -> None:
@@ -235,6 +259,25 @@ def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="--init"):  # checked before any data is built
         train(tmp_path / "m3", steps=1, episodes=1, on_policy_episodes=1, workers=1)
     assert again["previous_stage"]["steps"] == 2
+
+
+def test_examples_cache_holds_the_on_policy_examples_and_refuses_other_settings(tiny_model_dir: Path,
+                                                                                 tmp_path: Path) -> None:
+    cache = tmp_path / "examples.pkl"
+    common = dict(steps=1, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1, threads=1,
+                  checkpoint_every=0, init_dir=tiny_model_dir, examples_cache=cache)
+    built = train(tmp_path / "unused", data_only=True, on_policy_episodes=1, **common)
+    assert cache.is_file() and not list(tmp_path.glob("*.tmp")) and not (tmp_path / "unused").exists()
+    summary = train(tmp_path / "m", on_policy_episodes=1, comparison_weight=3.0, **common)
+    assert summary["train_examples"] == built["train_examples"] > 7  # the ordinary episode's steps and 7 on-policy
+    assert summary["on_policy"]["episodes"] == 1 and summary["on_policy"]["examples"] == 7
+    assert summary["comparison_weight"] == 3.0
+    for other in ({"on_policy_episodes": 0}, {"on_policy_episodes": 1, "outcome_weights": {"hover": 1.0}}):
+        with pytest.raises(ValueError, match="other settings"):
+            train(tmp_path / "m2", **other, **common)
+    # The on-policy examples are the initial model's rollouts: another initial model is other data.
+    with pytest.raises(ValueError, match="initial_model"):
+        train(tmp_path / "m3", on_policy_episodes=1, **{**common, "init_dir": tmp_path / "m"})
 
 
 def test_on_policy_examples_quote_what_the_model_itself_answered(tiny_model_dir: Path) -> None:

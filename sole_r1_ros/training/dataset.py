@@ -78,39 +78,55 @@ def _object_name(ep: Episode, index: int) -> str:
 
 
 # Decision words (the ones only the images can tell) are wrapped in these marks while the reply is
-# built, so training can weight their tokens up; ``reasoning_text`` returns the plain text.
+# built, so training can weight their tokens up; ``reasoning_text`` returns the plain text. The
+# comparison marks wrap the words where the reply says whether the object held or moved is the
+# goal's: its name and what follows it ("." or ", not"), in both cases alike, so weighting them
+# does not favour either answer.
 _OPEN, _CLOSE = "\x01", "\x02"
+_COPEN, _CCLOSE = "\x03", "\x04"
 
 
 def _d(words: str) -> str:
     return f"{_OPEN}{words}{_CLOSE}"
 
 
-def strip_decisions(marked: str) -> tuple[str, list[tuple[int, int]]]:
-    """Plain text and the character spans of the marked decision words in it."""
+def _c(words: str) -> str:
+    return f"{_COPEN}{words}{_CCLOSE}"
+
+
+Span = tuple[int, int]
+
+
+def strip_marks(marked: str) -> tuple[str, list[Span], list[Span]]:
+    """Plain text and the character spans of its marked decision words and comparison words."""
     plain: list[str] = []
-    spans: list[tuple[int, int]] = []
-    pos, start = 0, -1
+    decisions: list[Span] = []
+    comparisons: list[Span] = []
+    pos, start, cstart = 0, -1, -1
     for ch in marked:
         if ch == _OPEN:
             start = pos
         elif ch == _CLOSE:
-            spans.append((start, pos))
+            decisions.append((start, pos))
+        elif ch == _COPEN:
+            cstart = pos
+        elif ch == _CCLOSE:
+            comparisons.append((cstart, pos))
         else:
             plain.append(ch)
             pos += 1
-    return "".join(plain), spans
+    return "".join(plain), decisions, comparisons
 
 
 def reasoning_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
     """Short, temporally grounded reasoning for the step ``prev_idx → cur_idx`` from true state,
     one sentence per name in :data:`REPLY_SENTENCES`, in that order."""
-    return strip_decisions(marked_reasoning(ep, prev_idx, cur_idx, prev_percent))[0]
+    return strip_marks(marked_reasoning(ep, prev_idx, cur_idx, prev_percent))[0]
 
 
 def marked_reasoning(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
-    """:func:`reasoning_text` with its decision words (motion, contact, place, direction, phase)
-    wrapped in marks (:func:`strip_decisions`)."""
+    """:func:`reasoning_text` with its decision words (motion, contact, place, direction, phase) and
+    its comparison with the goal's object wrapped in marks (:func:`strip_marks`)."""
     meta = ep.meta
     task, scene = meta["task"], meta["scene"]
     kind = task.kind
@@ -140,14 +156,15 @@ def marked_reasoning(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int
              or abs(float(p1[j, 2] - p0[j, 2])) > MOVED]
     h = int(holding[cur_idx])
     if h == t:
-        said["contact"] = f"{_d('It holds')} the {target}."
+        said["contact"] = f"{_d('It holds')} the {_c(target + '.')}"
     elif h >= 0:
-        said["contact"] = f"{_d('It holds')} the {_d(_object_name(ep, h))}, not the {target}."
+        said["contact"] = f"{_d('It holds')} the {_c(_d(_object_name(ep, h)) + ', not')} the {target}."
     elif t in moved:
         near = float(np.hypot(*(g1[:2] - p1[t, :2]))) < 2 * NEAR_GRIPPER and g1[2] < HOVER_Z
-        said["contact"] = f"{_d('It is pushing')} the {target}." if near else f"{_d('The')} {target} moved."
+        said["contact"] = (f"{_d('It is pushing')} the {_c(target + '.')}" if near
+                           else f"{_d('The')} {_c(target)} moved{_c('.')}")
     elif moved:
-        said["contact"] = f"{_d('The')} {_d(_object_name(ep, moved[0]))} moved, not the {target}."
+        said["contact"] = f"{_d('The')} {_c(_d(_object_name(ep, moved[0])))} moved{_c(', not')} the {target}."
     elif g1[2] < HOVER_Z and d1 > NEAR_GRIPPER and kind != "reach":
         said["contact"] = f"{_d('It hovers')} without touching the {target}."
     else:
@@ -209,14 +226,14 @@ def percent_at(ep: Episode, i: int) -> int:
 
 
 def marked_answer(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
-    """The full target reply with its decision words marked (:func:`strip_decisions`)."""
+    """The full target reply with its decision and comparison words marked (:func:`strip_marks`)."""
     return (f"<think>{marked_reasoning(ep, prev_idx, cur_idx, prev_percent)}</think>"
             f"<answer>{percent_at(ep, cur_idx)}%</answer>")
 
 
 def answer_text(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> str:
     """The full target reply (without the end-of-turn token)."""
-    return strip_decisions(marked_answer(ep, prev_idx, cur_idx, prev_percent))[0]
+    return strip_marks(marked_answer(ep, prev_idx, cur_idx, prev_percent))[0]
 
 
 def corpus_lines(protocol: Protocol) -> tuple[str, ...]:
@@ -371,6 +388,7 @@ class Example:
     prev_percent: int
     reply: str
     decision_positions: np.ndarray | None = None  # int32: positions of decision-word tokens (reply)
+    comparison_positions: np.ndarray | None = None  # int32: positions of comparison-word tokens (reply)
 
 
 class ExampleBuilder:
@@ -404,11 +422,13 @@ class ExampleBuilder:
         prompt, image = self.prompt_and_image(ep, prev_idx, cur_idx, prev_percent)
         inputs = self.processor(text=[prompt], images=[image], return_tensors="np")
         prompt_ids = np.asarray(inputs["input_ids"][0], dtype=np.int64)
-        reply, spans = strip_decisions(marked_answer(ep, prev_idx, cur_idx, prev_percent))
+        reply, decision_spans, comparison_spans = strip_marks(marked_answer(ep, prev_idx, cur_idx, prev_percent))
         encoded = self.tokenizer(reply, add_special_tokens=False, return_offsets_mapping=True)
         reply_ids = list(encoded["input_ids"]) + [self.im_end]
-        decisions = [len(prompt_ids) + k for k, (a, b) in enumerate(encoded["offset_mapping"])
-                     if any(a < end and b > start for start, end in spans)]
+
+        def positions(spans: list[Span]) -> np.ndarray:  # the reply tokens that overlap a span
+            return np.asarray([len(prompt_ids) + k for k, (a, b) in enumerate(encoded["offset_mapping"])
+                               if any(a < end and b > start for start, end in spans)], dtype=np.int32)
         ids = np.concatenate([prompt_ids, np.asarray(reply_ids, dtype=np.int64)]).astype(np.int32)
         answer_pos = len(prompt_ids) + reply_ids.index(self.answer_id)
         return Example(
@@ -416,7 +436,7 @@ class ExampleBuilder:
             patches=self.to_patches(np.asarray(inputs["pixel_values"])),
             grid_thw=np.asarray(inputs["image_grid_thw"][0], dtype=np.int64),
             percent=percent_at(ep, cur_idx), prev_percent=prev_percent, reply=reply,
-            decision_positions=np.asarray(decisions, dtype=np.int32),
+            decision_positions=positions(decision_spans), comparison_positions=positions(comparison_spans),
         )
 
     def to_patches(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -451,9 +471,11 @@ def episode_examples(builder: ExampleBuilder, ep: Episode, rng: np.random.Genera
 
 
 def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: float = 1.0,
-            pad_to: int = 16, decision_weight: float = 1.0, device: Any = "cpu") -> dict[str, Any]:
+            pad_to: int = 16, decision_weight: float = 1.0, comparison_weight: float = 1.0,
+            device: Any = "cpu") -> dict[str, Any]:
     """Right-padded tensors (on ``device``) for one forward pass, with per-token loss weights on the
-    reply: 1, the answer tokens ``answer_weight``, the decision words' tokens ``decision_weight``."""
+    reply: 1, the answer tokens ``answer_weight``, the decision words' tokens ``decision_weight``,
+    the comparison words' tokens ``comparison_weight`` (where a token is both, this one)."""
     import torch
 
     pad = builder.tokenizer.pad_token_id
@@ -471,6 +493,8 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
         weights[row, e.answer_start:n] = answer_weight
         if decision_weight != 1.0 and e.decision_positions is not None and len(e.decision_positions):
             weights[row, torch.from_numpy(e.decision_positions.astype(np.int64))] = decision_weight
+        if comparison_weight != 1.0 and e.comparison_positions is not None and len(e.comparison_positions):
+            weights[row, torch.from_numpy(e.comparison_positions.astype(np.int64))] = comparison_weight
     grid = torch.from_numpy(np.stack([e.grid_thw for e in batch]))
     tensors = {"input_ids": ids, "attention_mask": attn, "mm_token_type_ids": (ids == image_id).long(),
                "image_grid_thw": grid, "weights": weights}
@@ -482,5 +506,5 @@ __all__ = [
     "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate",
     "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
     "noised_previous", "parse_weights", "percent_at", "reasoning_text", "scored_indices", "step_pairs",
-    "strip_decisions", "training_specs",
+    "strip_marks", "training_specs",
 ]

@@ -14,6 +14,7 @@ the same data and the same initial weights (CPU float kernels may still differ i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -243,6 +244,7 @@ def train(
     match_vision_scale: float = 0.0,
     vision_lr_mult: float = 1.0,
     decision_weight: float = 1.0,
+    comparison_weight: float = 1.0,
     kind_weights: dict[str, float] | None = None,
     outcome_weights: dict[str, float] | None = None,
     on_policy_episodes: int = 0,
@@ -265,24 +267,28 @@ def train(
         model_dir = init_dir or build_initial_model(tmp / "init", seed, arch)
         _log(f"initial model: {model_dir}")
         specs = training_specs(episodes, seed, outcome_weights, kind_weights=kind_weights)
-        if examples_cache and Path(examples_cache).is_file():
-            with open(examples_cache, "rb") as f:
-                examples = pickle.load(f)
+        data_key = {"seed": seed, "episodes": episodes, "passes": passes, "noise": noise, "p_noise": p_noise,
+                    "p_random": p_random, "kind_weights": kind_weights or None,
+                    "outcome_weights": outcome_weights or None, "on_policy_episodes": on_policy_episodes,
+                    # on-policy examples are the initial model's own rollouts
+                    "initial_model": _model_digest(Path(model_dir)) if on_policy_episodes > 0 else None}
+        cached = load_examples_cache(Path(examples_cache), data_key) if examples_cache else None
+        if cached is not None:
+            examples, on_policy = cached
             _log(f"loaded {len(examples)} examples from {examples_cache}")
         else:
             examples = build_examples(model_dir, specs, seed, passes=passes, noise=noise, p_noise=p_noise,
                                       p_random=p_random, workers=workers)
+            on_policy = {}
+            if on_policy_episodes > 0:
+                extra, on_policy = on_policy_examples(
+                    Path(model_dir), [EpisodeSpec(s.task_kind, s.outcome, s.seed + 300_000)
+                                      for s in training_specs(on_policy_episodes, seed + 2, outcome_weights,
+                                                              kind_weights=kind_weights)],
+                    workers=workers, device=device)
+                examples = examples + extra
             if examples_cache:
-                with open(examples_cache, "wb") as f:
-                    pickle.dump(examples, f, protocol=pickle.HIGHEST_PROTOCOL)
-        on_policy: dict[str, Any] = {}
-        if on_policy_episodes > 0:
-            extra, on_policy = on_policy_examples(
-                Path(model_dir), [EpisodeSpec(s.task_kind, s.outcome, s.seed + 300_000)
-                                  for s in training_specs(on_policy_episodes, seed + 2, outcome_weights,
-                                                          kind_weights=kind_weights)],
-                workers=workers, device=device)
-            examples = examples + extra
+                save_examples_cache(Path(examples_cache), data_key, examples, on_policy)
         if data_only:
             return {"train_examples": len(examples)}
         val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
@@ -342,7 +348,7 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr, warmup) * g.get("lr_mult", 1.0)
             batch = collate(builder, [examples[i] for i in idx], answer_weight, decision_weight=decision_weight,
-                            device=model.device)
+                            comparison_weight=comparison_weight, device=model.device)
             loss, plain = weighted_loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -371,7 +377,7 @@ def train(
             "seed": seed, "init": "previous_stage" if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
             "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
-            "decision_weight": decision_weight,
+            "decision_weight": decision_weight, "comparison_weight": comparison_weight,
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
             "vision_scale_factors": scaled, "kind_weights": kind_weights or None,
             "outcome_weights": outcome_weights or None, "on_policy": on_policy or None,
@@ -391,6 +397,35 @@ def train(
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _model_digest(model_dir: Path) -> str | None:
+    """SHA-256 of a model's weights."""
+    return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
+def save_examples_cache(path: Path, key: dict[str, Any], examples: list[Example], on_policy: dict[str, Any]) -> None:
+    """Write the synthesized examples (ordinary and on-policy) with the settings that made them,
+    atomically: an interrupted write leaves no cache behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump({"key": key, "examples": examples, "on_policy": on_policy}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def load_examples_cache(path: Path, key: dict[str, Any]) -> tuple[list[Example], dict[str, Any]] | None:
+    """The cached examples and on-policy summary if ``path`` exists (None if not); a cache made
+    with other settings is an error, not silently other data."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        cached = pickle.load(f)
+    found = cached.get("key") if isinstance(cached, dict) else None
+    if found != key:
+        diff = sorted(k for k in set(key) | set(found or {}) if (found or {}).get(k) != key.get(k))
+        raise ValueError(f"examples cache {path} was made with other settings ({', '.join(diff) or 'no key'}); "
+                         "remove it or point --examples-cache elsewhere")
+    return cached["examples"], cached["on_policy"]
 
 
 def inherited_vision_scale(model_dir: Path) -> dict[str, float]:
@@ -482,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decision-weight", type=float, default=1.0,
                    help="loss weight of the reply's decision words (motion, contact, place, direction, phase): "
                         "the tokens only the images can tell")
+    p.add_argument("--comparison-weight", type=float, default=1.0,
+                   help="loss weight of the words that say whether the object held or moved is the goal's "
+                        "(its name and the '.' or ', not' after it, marked alike in both cases)")
     p.add_argument("--noise", type=float, default=12.0, help="sigma (percent) of the previous-progress noise")
     p.add_argument("--p-noise", type=float, default=0.6, help="probability a step's previous progress is noised")
     p.add_argument("--p-random", type=float, default=0.0,
@@ -489,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="processes for data synthesis")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--examples-cache", type=Path, default=None,
-                   help="pickle of the synthesized training examples: loaded if present, else written")
+                   help="pickle of the synthesized training examples, on-policy ones included, with the "
+                        "settings that made them: loaded if present (settings must match), else written")
     p.add_argument("--data-only", action="store_true", help="only synthesize the examples (with --examples-cache)")
     p.add_argument("--init", type=Path, default=None,
                    help="continue from this model directory instead of a fresh random init (a second stage)")
@@ -526,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
           threads=args.threads, init_dir=args.init,
           examples_cache=args.examples_cache, data_only=args.data_only,
           match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult,
-          decision_weight=args.decision_weight, kind_weights=args.kind_weights,
+          decision_weight=args.decision_weight, comparison_weight=args.comparison_weight,
+          kind_weights=args.kind_weights,
           outcome_weights=args.outcome_weights,
           on_policy_episodes=args.on_policy_episodes, device=args.device)
     return 0
