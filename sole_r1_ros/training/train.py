@@ -270,8 +270,10 @@ def train(
         data_key = {"seed": seed, "episodes": episodes, "passes": passes, "noise": noise, "p_noise": p_noise,
                     "p_random": p_random, "kind_weights": kind_weights or None,
                     "outcome_weights": outcome_weights or None, "on_policy_episodes": on_policy_episodes,
+                    "tokenizer_processor_template": _digest(Path(model_dir), "tokenizer.json", "tokenizer_config.json",
+                                                            "processor_config.json", "chat_template.jinja"),
                     # on-policy examples are the initial model's own rollouts
-                    "initial_model": _model_digest(Path(model_dir)) if on_policy_episodes > 0 else None}
+                    "initial_model": _digest(Path(model_dir), "model.safetensors") if on_policy_episodes > 0 else None}
         cached = load_examples_cache(Path(examples_cache), data_key) if examples_cache else None
         if cached is not None:
             examples, on_policy = cached
@@ -399,9 +401,13 @@ def train(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _model_digest(model_dir: Path) -> str | None:
-    """SHA-256 of a model's weights."""
-    return hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+def _digest(model_dir: Path, *names: str) -> str:
+    """SHA-256 over the named files of a model directory (a missing one counts as empty)."""
+    h = hashlib.sha256()
+    for name in names:
+        path = model_dir / name
+        h.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return h.hexdigest()
 
 
 def save_examples_cache(path: Path, key: dict[str, Any], examples: list[Example], on_policy: dict[str, Any]) -> None:
