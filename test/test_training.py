@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ from sole_r1_ros.training.evaluate import (
     true_quote_error,
 )
 from sole_r1_ros.training.train import (
+    counterfactual_rows,
     image_dependence,
     image_token_budget,
     inherited_vision_scale,
@@ -148,6 +150,41 @@ def test_comparison_with_the_goal_object_is_marked_alike_whichever_object_is_hel
     # Holding the target ends the name with "."; holding another block goes on with ", not".
     assert held["success"] == {f"{target}."}
     assert held["wrong_object"] and all(w.endswith("block, not") and not w.startswith(target) for w in held["wrong_object"])
+
+
+def test_colour_counterfactuals_train_only_the_token_after_the_named_colour(builder: D.ExampleBuilder) -> None:
+    tok = builder.tokenizer
+    named: list[D.Example] = []
+    for outcome in ("success", "wrong_object"):
+        ep = generate_episode("stack", outcome, seed=5, n_frames=30, size=(160, 120))
+        goal = D._object_name(ep, ep.meta["task"].target).split()[0]
+        frames = D.scored_indices(ep.n_frames, 5.0)
+        for prev, cur in zip(frames[:-1], frames[1:]):
+            ex = builder.build(ep, prev, cur, 50)
+            if ex.comparison_slots is None:
+                continue
+            colour_pos, stop_pos, goal_id = ex.comparison_slots
+            assert tok.decode([goal_id]).strip() == goal
+            assert int(ex.input_ids[stop_pos]) == (builder.comma_id if ", not the" in ex.reply else builder.dot_id)
+            assert colour_pos < stop_pos < ex.answer_start
+            named.append(ex)
+    assert {int(e.input_ids[e.comparison_slots[1]]) for e in named} == {builder.comma_id, builder.dot_id}
+    ex = named[-1]
+    colour_pos, stop_pos, goal_id = ex.comparison_slots
+    other = next(c for c in builder.colour_ids.values() if c != goal_id)
+    same, differs = (D.colour_counterfactual(ex, c, builder.comma_id, builder.dot_id) for c in (goal_id, other))
+    assert int(same.input_ids[stop_pos]) == builder.dot_id and int(differs.input_ids[stop_pos]) == builder.comma_id
+    assert int(differs.input_ids[colour_pos]) == other and len(differs.input_ids) == stop_pos + 1
+    assert np.array_equal(differs.input_ids[:colour_pos], ex.input_ids[:colour_pos]) and differs.patches is ex.patches
+    batch = D.collate(builder, [ex, differs], answer_weight=3.0, decision_weight=5.0, comparison_weight=4.0)
+    assert np.flatnonzero(batch["weights"][1].numpy()).tolist() == [stop_pos]
+    assert float(batch["weights"][1, stop_pos]) == 4.0 and float(batch["weights"][0, ex.answer_start]) == 3.0
+    rows = counterfactual_rows(builder, named, 400, np.random.default_rng(0))
+    names_goal = np.mean([int(r.input_ids[-1]) == builder.dot_id for r in rows])
+    assert 0.4 < names_goal < 0.6 and all(r.loss_positions.tolist() == [len(r.input_ids) - 1] for r in rows)
+    plain = dataclasses.replace(ex, comparison_slots=None)
+    with pytest.raises(ValueError, match="names no"):
+        D.colour_counterfactual(plain, other, builder.comma_id, builder.dot_id)
 
 
 def test_specs_are_seeded_and_held_out() -> None:

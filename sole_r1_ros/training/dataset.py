@@ -389,6 +389,10 @@ class Example:
     reply: str
     decision_positions: np.ndarray | None = None  # int32: positions of decision-word tokens (reply)
     comparison_positions: np.ndarray | None = None  # int32: positions of comparison-word tokens (reply)
+    # (position of the named object's colour token, position of the "." or "," after its name,
+    # token id of the goal object's colour) where the reply says which object is held or moved
+    comparison_slots: tuple[int, int, int] | None = None
+    loss_positions: np.ndarray | None = None  # if set, the only positions that carry loss (counterfactuals)
 
 
 class ExampleBuilder:
@@ -406,6 +410,10 @@ class ExampleBuilder:
         self.patch = int(ip.patch_size)
         self.im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.answer_id = self.tokenizer.convert_tokens_to_ids("<answer>")
+        self.comma_id, self.dot_id = self.tokenizer.convert_tokens_to_ids([",", "."])
+        # the block colours that are one token each (as in the default model's tokenizer)
+        encoded = {c: self.tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in BLOCK_COLORS}
+        self.colour_ids = {c: ids[0] for c, ids in encoded.items() if len(ids) == 1}
 
     def messages(self, goal: str, prev_percent: int, n_views: int) -> list[dict[str, Any]]:
         escape = getattr(self.backend, "escape_special_text", lambda s: s)
@@ -431,12 +439,18 @@ class ExampleBuilder:
                                if any(a < end and b > start for start, end in spans)], dtype=np.int32)
         ids = np.concatenate([prompt_ids, np.asarray(reply_ids, dtype=np.int64)]).astype(np.int32)
         answer_pos = len(prompt_ids) + reply_ids.index(self.answer_id)
+        compared = positions(comparison_spans)
+        slots = None
+        stops = [int(q) for q in compared if int(ids[q]) in (self.comma_id, self.dot_id)]
+        if len(compared) and stops and _object_name(ep, ep.meta["task"].target).split()[0] in self.colour_ids:
+            goal_colour = _object_name(ep, ep.meta["task"].target).split()[0]
+            slots = (int(compared[0]), stops[0], self.colour_ids[goal_colour])
         return Example(
             input_ids=ids, reply_start=len(prompt_ids), answer_start=answer_pos,
             patches=self.to_patches(np.asarray(inputs["pixel_values"])),
             grid_thw=np.asarray(inputs["image_grid_thw"][0], dtype=np.int64),
             percent=percent_at(ep, cur_idx), prev_percent=prev_percent, reply=reply,
-            decision_positions=positions(decision_spans), comparison_positions=positions(comparison_spans),
+            decision_positions=positions(decision_spans), comparison_positions=compared, comparison_slots=slots,
         )
 
     def to_patches(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -470,12 +484,31 @@ def episode_examples(builder: ExampleBuilder, ep: Episode, rng: np.random.Genera
             yield builder.build(ep, prev_idx, cur_idx, prev)
 
 
+def colour_counterfactual(e: Example, colour_id: int, comma_id: int, dot_id: int) -> Example:
+    """``e`` with the colour of the object its reply names as held or moved replaced by
+    ``colour_id``, and the token after the name made to agree with the goal: "." if it is now the
+    goal object's colour, "," (", not the …") if not. Only that token carries loss
+    (``loss_positions``), so the image and the rest of the reply, which may now disagree with the
+    text, teach nothing: the lesson is to compare the colour the reply named with the goal's."""
+    import dataclasses
+
+    if e.comparison_slots is None:
+        raise ValueError("the example names no held or moved object")
+    colour_pos, stop_pos, goal_colour = e.comparison_slots
+    ids = e.input_ids[:stop_pos + 1].copy()  # what follows cannot change the prediction there
+    ids[colour_pos] = colour_id
+    ids[stop_pos] = dot_id if colour_id == goal_colour else comma_id
+    return dataclasses.replace(e, input_ids=ids, loss_positions=np.asarray([stop_pos], dtype=np.int32),
+                               decision_positions=None, comparison_positions=None)
+
+
 def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: float = 1.0,
             pad_to: int = 16, decision_weight: float = 1.0, comparison_weight: float = 1.0,
             device: Any = "cpu") -> dict[str, Any]:
     """Right-padded tensors (on ``device``) for one forward pass, with per-token loss weights on the
     reply: 1, the answer tokens ``answer_weight``, the decision words' tokens ``decision_weight``,
-    the comparison words' tokens ``comparison_weight`` (where a token is both, this one)."""
+    the comparison words' tokens ``comparison_weight`` (where a token is both, this one). An example
+    with ``loss_positions`` carries loss there alone, at ``comparison_weight``."""
     import torch
 
     pad = builder.tokenizer.pad_token_id
@@ -489,6 +522,9 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
         n = len(e.input_ids)
         ids[row, :n] = torch.from_numpy(e.input_ids.astype(np.int64))
         attn[row, :n] = 1
+        if e.loss_positions is not None:
+            weights[row, torch.from_numpy(e.loss_positions.astype(np.int64))] = comparison_weight
+            continue
         weights[row, e.reply_start:n] = 1.0
         weights[row, e.answer_start:n] = answer_weight
         if decision_weight != 1.0 and e.decision_positions is not None and len(e.decision_positions):
@@ -503,7 +539,7 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 
 
 __all__ = [
-    "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate",
+    "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate", "colour_counterfactual",
     "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
     "noised_previous", "parse_weights", "percent_at", "reasoning_text", "scored_indices", "step_pairs",
     "strip_marks", "training_specs",

@@ -35,6 +35,7 @@ from sole_r1_ros.training.dataset import (
     Example,
     ExampleBuilder,
     collate,
+    colour_counterfactual,
     corpus_lines,
     episode_examples,
     make_episode,
@@ -245,6 +246,7 @@ def train(
     vision_lr_mult: float = 1.0,
     decision_weight: float = 1.0,
     comparison_weight: float = 1.0,
+    colour_counterfactuals: int = 0,
     kind_weights: dict[str, float] | None = None,
     outcome_weights: dict[str, float] | None = None,
     on_policy_episodes: int = 0,
@@ -332,6 +334,10 @@ def train(
                    for n, p in model.named_parameters() if n in special]
         opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
         order_rng = np.random.default_rng([seed, 3])
+        counterfactual_rng = np.random.default_rng([seed, 4])
+        named = [i for i, e in enumerate(examples) if e.comparison_slots is not None]
+        if colour_counterfactuals and not named:
+            raise ValueError("--colour-counterfactuals needs examples that name a held or moved object")
         order: list[int] = []
         log: list[dict[str, Any]] = []
         t_train = time.perf_counter()
@@ -349,7 +355,9 @@ def train(
             idx, order = order[:batch_size], order[batch_size:]
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr, warmup) * g.get("lr_mult", 1.0)
-            batch = collate(builder, [examples[i] for i in idx], answer_weight, decision_weight=decision_weight,
+            rows = [examples[i] for i in idx]
+            rows += counterfactual_rows(builder, [examples[i] for i in named], colour_counterfactuals, counterfactual_rng)
+            batch = collate(builder, rows, answer_weight, decision_weight=decision_weight,
                             comparison_weight=comparison_weight, device=model.device)
             loss, plain = weighted_loss(model, batch)
             opt.zero_grad(set_to_none=True)
@@ -380,6 +388,7 @@ def train(
             "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
             "decision_weight": decision_weight, "comparison_weight": comparison_weight,
+            "colour_counterfactuals": colour_counterfactuals,
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
             "vision_scale_factors": scaled, "kind_weights": kind_weights or None,
             "outcome_weights": outcome_weights or None, "on_policy": on_policy or None,
@@ -399,6 +408,20 @@ def train(
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def counterfactual_rows(builder: ExampleBuilder, named: list[Example], n: int,
+                        rng: np.random.Generator) -> list[Example]:
+    """``n`` colour counterfactuals (:func:`colour_counterfactual`) of examples drawn from ``named``,
+    the colour drawn so that half name the goal object's colour and half another block's."""
+    rows = []
+    for k in rng.integers(len(named), size=n) if n else ():
+        e = named[int(k)]
+        goal = e.comparison_slots[2]
+        others = [c for c in builder.colour_ids.values() if c != goal]
+        colour = goal if rng.random() < 0.5 else int(rng.choice(others))
+        rows.append(colour_counterfactual(e, colour, builder.comma_id, builder.dot_id))
+    return rows
 
 
 def _digest(model_dir: Path, *names: str) -> str:
@@ -526,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--comparison-weight", type=float, default=1.0,
                    help="loss weight of the words that say whether the object held or moved is the goal's "
                         "(its name and the '.' or ', not' after it, marked alike in both cases)")
+    p.add_argument("--colour-counterfactuals", type=int, default=0, metavar="N",
+                   help="add N rows to each batch in which the colour of the object the reply names as held or "
+                        "moved is swapped, half the time for the goal's, and only the '.' or ',' after it is "
+                        "trained (weight --comparison-weight): comparing the named colour with the goal's")
     p.add_argument("--noise", type=float, default=12.0, help="sigma (percent) of the previous-progress noise")
     p.add_argument("--p-noise", type=float, default=0.6, help="probability a step's previous progress is noised")
     p.add_argument("--p-random", type=float, default=0.0,
@@ -572,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
           examples_cache=args.examples_cache, data_only=args.data_only,
           match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult,
           decision_weight=args.decision_weight, comparison_weight=args.comparison_weight,
+          colour_counterfactuals=args.colour_counterfactuals,
           kind_weights=args.kind_weights,
           outcome_weights=args.outcome_weights,
           on_policy_episodes=args.on_policy_episodes, device=args.device)
