@@ -20,6 +20,7 @@ from sole_r1_ros.training import dataset as D
 from sole_r1_ros.training.evaluate import (
     TARGETS,
     auroc,
+    comparison_probe,
     evaluate,
     format_table,
     reasoning_accuracy,
@@ -438,6 +439,16 @@ def test_shipped_default_model_answers_in_protocol() -> None:
     summary = json.loads((DEFAULT_MODEL / "training_summary.json").read_text())
     assert summary["steps"] > 0
     assert image_token_budget(backend) == summary["arch"]["max_image_tokens"] == 150
+
+
+def test_comparison_probe_reads_the_shipped_model_after_the_named_object() -> None:
+    probe = comparison_probe(DEFAULT_MODEL, episodes=4, seed=1000)  # push, reach, place, stack (wrong object)
+    assert probe["other_steps"] > 0 and probe["target_steps"] > 0
+    assert all(0.0 <= v <= 1.0 for k, v in probe.items() if k.startswith("p_not_"))
+    assert set(probe) == {"other_steps", "target_steps", "p_not_other", "p_not_other_swapped", "p_not_target",
+                          "p_not_target_swapped"}
+    # With the true reply before it the shipped model tells the two apart (0.73 against 0.12 here).
+    assert probe["p_not_other"] > probe["p_not_target"] + 0.3
 
 
 def test_state_targets_follow_the_true_state() -> None:

@@ -312,6 +312,55 @@ def measure_image_dependence(model_dir: str | Path, episodes: int = 8, seed: int
     return {**result, "examples": len(examples)}
 
 
+def comparison_probe(model_dir: str | Path, episodes: int = 48, seed: int = 2000,
+                     batch_size: int = 8) -> dict[str, float]:
+    """Does the model compare the colour it names with the goal's? Teacher-forced, on held-out
+    steps (true previous progress, push / place / stack) whose reply names the object held or
+    moved: the probability of "," (", not the …") against "." right after the name, on steps
+    where it is another block and where it is the target, each once with the true text and once
+    with the named colour swapped (:func:`~sole_r1_ros.training.dataset.colour_counterfactual`:
+    the goal's colour on the other-block steps, another block's on the target steps). A model
+    that compares follows the swap; one that reads other cues does not."""
+    import torch
+
+    from sole_r1_ros.protocol import load_protocol
+    from sole_r1_ros.training.dataset import ExampleBuilder, collate, colour_counterfactual, percent_at, scored_indices
+    from sole_r1_ros.training.train import _load_backend
+
+    backend = _load_backend(Path(model_dir))
+    builder = ExampleBuilder(backend, load_protocol())
+    model = backend.model.eval()
+    rows: list[tuple[str, Any]] = []
+    for spec in evaluation_specs(episodes, seed):
+        if spec.task_kind == "reach":
+            continue
+        ep = make_episode(spec)
+        frames = scored_indices(ep.n_frames, 7.5)
+        for prev, cur in zip(frames[:-1], frames[1:]):
+            ex = builder.build(ep, prev, cur, percent_at(ep, prev))
+            if ex.comparison_slots is None:
+                continue
+            _, stop, goal = ex.comparison_slots
+            other = int(ex.input_ids[stop]) == builder.comma_id
+            swap = goal if other else next(c for c in builder.colour_ids.values() if c != goal)
+            kind = "other" if other else "target"
+            rows += [(kind, ex), (f"{kind}_swapped", colour_counterfactual(ex, swap, builder.comma_id, builder.dot_id))]
+    p_not: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for k in range(0, len(rows), batch_size):
+            chunk = rows[k:k + batch_size]
+            batch = collate(builder, [e for _, e in chunk], device=model.device)
+            batch.pop("weights")
+            logits = model(**batch).logits.float()
+            for row, (kind, e) in enumerate(chunk):
+                probs = torch.softmax(logits[row, e.comparison_slots[1] - 1], -1)
+                comma, dot = float(probs[builder.comma_id]), float(probs[builder.dot_id])
+                p_not.setdefault(kind, []).append(comma / max(comma + dot, 1e-12))
+    result = {f"{kind}_steps": len(v) for kind, v in p_not.items() if not kind.endswith("_swapped")}
+    result.update({f"p_not_{kind}": round(float(np.mean(v)), 4) for kind, v in sorted(p_not.items())})
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="model directory")
@@ -325,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="print each episode's predicted and true progress")
     p.add_argument("--true-quotes", action="store_true",
                    help="also report the MAE per task kind when each call quotes the true previous progress")
+    p.add_argument("--comparison-probe", action="store_true",
+                   help="also report, teacher-forced on the same episodes, whether the model's ', not' follows the "
+                        "colour it names or other cues (comparison_probe)")
     p.add_argument("--image-dependence", type=int, default=0, metavar="N",
                    help="also report the answer loss with true vs swapped images on N held-out episodes")
     args = p.parse_args(argv)
@@ -341,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["true_quotes"] = true_quote_error(args.model, episodes=args.episodes, seed=args.seed,
                                                  max_new_tokens=args.max_new_tokens, device=args.device)
         print(f"MAE with the true previous progress quoted: {json.dumps(result['true_quotes'])}")
+    if args.comparison_probe:
+        result["comparison_probe"] = comparison_probe(args.model, args.episodes, args.seed)
+        print(f"comparison probe (P(', not') after the named object, teacher-forced): "
+              f"{json.dumps(result['comparison_probe'])}")
     if args.image_dependence > 0:
         result["image_dependence"] = measure_image_dependence(args.model, args.image_dependence, args.seed)
         print(f"image dependence (random quoted previous progress): {json.dumps(result['image_dependence'])}")
