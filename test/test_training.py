@@ -306,10 +306,10 @@ def test_examples_cache_holds_the_on_policy_examples_and_refuses_other_settings(
                   checkpoint_every=0, init_dir=tiny_model_dir, examples_cache=cache)
     built = train(tmp_path / "unused", data_only=True, on_policy_episodes=1, **common)
     assert cache.is_file() and not list(tmp_path.glob("*.tmp")) and not (tmp_path / "unused").exists()
-    summary = train(tmp_path / "m", on_policy_episodes=1, comparison_weight=3.0, **common)
+    summary = train(tmp_path / "m", on_policy_episodes=1, comparison_weight=3.0, colour_counterfactuals=2, **common)
     assert summary["train_examples"] == built["train_examples"] > 7  # the ordinary episode's steps and 7 on-policy
     assert summary["on_policy"]["episodes"] == 1 and summary["on_policy"]["examples"] == 7
-    assert summary["comparison_weight"] == 3.0
+    assert summary["comparison_weight"] == 3.0 and summary["colour_counterfactuals"] == 2
     for other in ({"on_policy_episodes": 0}, {"on_policy_episodes": 1, "outcome_weights": {"hover": 1.0}}):
         with pytest.raises(ValueError, match="other settings"):
             train(tmp_path / "m2", **other, **common)

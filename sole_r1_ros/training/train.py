@@ -335,7 +335,7 @@ def train(
         opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
         order_rng = np.random.default_rng([seed, 3])
         counterfactual_rng = np.random.default_rng([seed, 4])
-        named = [i for i, e in enumerate(examples) if e.comparison_slots is not None]
+        named = [e for e in examples if e.comparison_slots is not None]
         if colour_counterfactuals and not named:
             raise ValueError("--colour-counterfactuals needs examples that name a held or moved object")
         order: list[int] = []
@@ -356,7 +356,7 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, steps, lr, warmup) * g.get("lr_mult", 1.0)
             rows = [examples[i] for i in idx]
-            rows += counterfactual_rows(builder, [examples[i] for i in named], colour_counterfactuals, counterfactual_rng)
+            rows += counterfactual_rows(builder, named, colour_counterfactuals, counterfactual_rng)
             batch = collate(builder, rows, answer_weight, decision_weight=decision_weight,
                             comparison_weight=comparison_weight, device=model.device)
             loss, plain = weighted_loss(model, batch)
@@ -435,11 +435,14 @@ def _digest(model_dir: Path, *names: str) -> str:
 
 def save_examples_cache(path: Path, key: dict[str, Any], examples: list[Example], on_policy: dict[str, Any]) -> None:
     """Write the synthesized examples (ordinary and on-policy) with the settings that made them,
-    atomically: an interrupted write leaves no cache behind."""
+    atomically: an interrupted write leaves neither a cache nor a partial file behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump({"key": key, "examples": examples, "on_policy": on_policy}, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            pickle.dump({"key": key, "examples": examples, "on_policy": on_policy}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_examples_cache(path: Path, key: dict[str, Any]) -> tuple[list[Example], dict[str, Any]] | None:
