@@ -440,11 +440,9 @@ class ExampleBuilder:
         ids = np.concatenate([prompt_ids, np.asarray(reply_ids, dtype=np.int64)]).astype(np.int32)
         answer_pos = len(prompt_ids) + reply_ids.index(self.answer_id)
         compared = positions(comparison_spans)
-        slots = None
         stops = [int(q) for q in compared if int(ids[q]) in (self.comma_id, self.dot_id)]
-        if len(compared) and stops and _object_name(ep, ep.meta["task"].target).split()[0] in self.colour_ids:
-            goal_colour = _object_name(ep, ep.meta["task"].target).split()[0]
-            slots = (int(compared[0]), stops[0], self.colour_ids[goal_colour])
+        goal_colour = self.colour_ids.get(_object_name(ep, ep.meta["task"].target).split()[0])
+        slots = (int(compared[0]), stops[0], goal_colour) if stops and goal_colour is not None else None
         return Example(
             input_ids=ids, reply_start=len(prompt_ids), answer_start=answer_pos,
             patches=self.to_patches(np.asarray(inputs["pixel_values"])),
@@ -539,8 +537,8 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 
 
 __all__ = [
-    "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate", "colour_counterfactual",
-    "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
+    "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate",
+    "colour_counterfactual", "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
     "noised_previous", "parse_weights", "percent_at", "reasoning_text", "scored_indices", "step_pairs",
     "strip_marks", "training_specs",
 ]
