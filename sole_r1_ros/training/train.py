@@ -318,21 +318,7 @@ def train(
         elif init_dir:
             scaled = inherited_vision_scale(Path(model_dir))
         n_params = sum(p.numel() for p in model.parameters())
-        # Rescaled output layers keep their learning rate scaled by the same factor (Adam's step size is
-        # scale-free, so this keeps them at their new scale instead of re-growing them within steps).
-        special = {n: k for n, _ in model.named_parameters() for m, k in scaled.items() if n.startswith(m + ".")}
-        groups = []
-        for vision in (False, True):
-            mult = vision_lr_mult if vision else 1.0
-            named = [(n, p) for n, p in model.named_parameters()
-                     if n.startswith("model.visual.") == vision and n not in special]
-            groups.append({"params": [p for n, p in named if p.ndim >= 2 and "embed" not in n],
-                           "weight_decay": 0.01, "lr_mult": mult})
-            groups.append({"params": [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)],
-                           "weight_decay": 0.0, "lr_mult": mult})
-        groups += [{"params": [p], "weight_decay": 0.0, "lr_mult": special[n] * vision_lr_mult}
-                   for n, p in model.named_parameters() if n in special]
-        opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+        opt = torch.optim.AdamW(optimizer_groups(model, scaled, vision_lr_mult), lr=lr, betas=(0.9, 0.95), eps=1e-8)
         order_rng = np.random.default_rng([seed, 3])
         counterfactual_rng = np.random.default_rng([seed, 4])
         named = [e for e in examples if e.comparison_slots is not None]
@@ -408,6 +394,26 @@ def train(
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def optimizer_groups(model: Any, scaled: dict[str, float], vision_lr_mult: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on matrices but not embeddings, norms and biases; the
+    vision tower's learning rate times ``vision_lr_mult`` (``lr_mult``); the rescaled vision output
+    layers named in ``scaled`` also times their factor. Adam's step size is scale-free, so this keeps
+    them at their new scale instead of re-growing them within steps."""
+    special = {n: k for n, _ in model.named_parameters() for m, k in scaled.items() if n.startswith(m + ".")}
+    groups = []
+    for vision in (False, True):
+        mult = vision_lr_mult if vision else 1.0
+        named = [(n, p) for n, p in model.named_parameters()
+                 if n.startswith("model.visual.") == vision and n not in special]
+        groups.append({"params": [p for n, p in named if p.ndim >= 2 and "embed" not in n],
+                       "weight_decay": 0.01, "lr_mult": mult})
+        groups.append({"params": [p for n, p in named if not (p.ndim >= 2 and "embed" not in n)],
+                       "weight_decay": 0.0, "lr_mult": mult})
+    groups += [{"params": [p], "weight_decay": 0.0, "lr_mult": special[n] * vision_lr_mult}
+               for n, p in model.named_parameters() if n in special]
+    return groups
 
 
 def counterfactual_rows(builder: ExampleBuilder, named: list[Example], n: int,
