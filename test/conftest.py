@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sole_r1_ros.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_models") / "qwen3_vl", "qwen3_vl", seed=0)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir: Path) -> Any:
+    """The production ``TransformersBackend`` over the tiny Qwen3-VL (CPU), one per test module."""
+    from sole_r1_ros.backend import ModelOptions, TransformersBackend
+
+    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def builder(backend: Any) -> Any:
+    """A training ``ExampleBuilder`` over :func:`backend` with the default protocol."""
+    from sole_r1_ros.protocol import load_protocol
+    from sole_r1_ros.training.dataset import ExampleBuilder
+
+    return ExampleBuilder(backend, load_protocol())
 
 
 @pytest.fixture(scope="session")

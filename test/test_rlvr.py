@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from sole_r1_ros.backend import ModelOptions, TransformersBackend
-from sole_r1_ros.protocol import load_protocol
 from sole_r1_ros.synth.episodes import generate_episode
 from sole_r1_ros.training import dataset as D
 from sole_r1_ros.training.rlvr import (
@@ -26,16 +25,6 @@ from sole_r1_ros.training.rlvr import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "sole_r1_ros" / "data" / "default_model"
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_model_dir: Path) -> TransformersBackend:
-    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
-
-
-@pytest.fixture(scope="module")
-def builder(backend: TransformersBackend) -> D.ExampleBuilder:
-    return D.ExampleBuilder(backend, load_protocol())
 
 
 @pytest.fixture(scope="module")

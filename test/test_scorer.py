@@ -135,11 +135,6 @@ def test_estimate_serialises_to_json() -> None:
 # --- the real backend on tiny checkpoints --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def backend(tiny_model_dir: Path) -> TransformersBackend:
-    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
-
-
 def test_backend_loads_and_describes(backend: TransformersBackend) -> None:
     info = backend.describe()
     assert info["model_type"] == "qwen3_vl" and info["device"] == "cpu" and info["dtype"] == "float32"

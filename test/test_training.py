@@ -42,16 +42,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_model_dir: Path) -> TransformersBackend:
-    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
-
-
-@pytest.fixture(scope="module")
-def builder(backend: TransformersBackend) -> D.ExampleBuilder:
-    return D.ExampleBuilder(backend, load_protocol())
-
-
-@pytest.fixture(scope="module")
 def episode() -> D.Episode:
     return generate_episode("push", "success", seed=3, n_frames=24, fps=15.0, size=(160, 120))
 
