@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sole_r1_ros.answer_parser import parse_answer
 from sole_r1_ros.backend import ModelOptions, TransformersBackend
 from sole_r1_ros.synth.episodes import generate_episode
 from sole_r1_ros.training import dataset as D
@@ -34,11 +35,14 @@ def states(builder: D.ExampleBuilder) -> list[D.Example]:
 
 
 def test_reply_reward_is_one_minus_the_error_and_punishes_an_unreadable_reply() -> None:
-    assert reply_reward("<think>x</think><answer>40%</answer>", 0.5) == pytest.approx(0.9)
-    assert reply_reward("<answer>100</answer>", 0.0) == pytest.approx(0.0)
-    assert reply_reward("<answer>250%</answer>", 1.0) == pytest.approx(1.0)  # clipped to 100 by the parser
-    assert reply_reward("<think>no answer</think>", 0.5) == UNPARSABLE_REWARD
-    assert reply_reward("<answer>most of it</answer>", 0.5) == UNPARSABLE_REWARD
+    def reward(text: str, true_progress: float) -> float:
+        return reply_reward(parse_answer(text), true_progress)
+
+    assert reward("<think>x</think><answer>40%</answer>", 0.5) == pytest.approx(0.9)
+    assert reward("<answer>100</answer>", 0.0) == pytest.approx(0.0)
+    assert reward("<answer>250%</answer>", 1.0) == pytest.approx(1.0)  # clipped to 100 by the parser
+    assert reward("<think>no answer</think>", 0.5) == UNPARSABLE_REWARD
+    assert reward("<answer>most of it</answer>", 0.5) == UNPARSABLE_REWARD
 
 
 def test_group_advantages_are_normalised_within_each_group_and_zero_for_a_flat_group() -> None:
@@ -80,7 +84,7 @@ def test_one_grpo_step_makes_the_better_reply_likelier_and_the_worse_one_less_li
     replies = [good + [builder.im_end], bad + [builder.im_end]]
     rows = policy_rows(states[:1], replies, 2)
     texts = builder.tokenizer.batch_decode(replies, skip_special_tokens=True)
-    rewards = np.array([[reply_reward(t, 0.4) for t in texts]])
+    rewards = np.array([[reply_reward(parse_answer(t), 0.4) for t in texts]])
     adv = torch.as_tensor(group_advantages(rewards).reshape(-1), dtype=torch.float32)
     assert adv[0] > 0 > adv[1]
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sole_r1_ros.answer_parser import parse_answer
+from sole_r1_ros.answer_parser import ParsedAnswer, parse_answer
 from sole_r1_ros.training.dataset import EpisodeSpec, Example, ExampleBuilder, collate, parse_weights, training_specs
 from sole_r1_ros.training.train import (
     _load_backend,
@@ -40,11 +40,10 @@ from sole_r1_ros.training.train import (
 UNPARSABLE_REWARD = -1.0
 
 
-def reply_reward(text: str, true_progress: float) -> float:
-    """The verifiable reward of one reply: ``1 - |answer - true progress|`` (both as fractions, so
-    0..1 within the task's range) when the production parser reads an answer, else
-    :data:`UNPARSABLE_REWARD` (the format term: an unreadable reply is worse than any answer)."""
-    parsed = parse_answer(text)
+def reply_reward(parsed: ParsedAnswer, true_progress: float) -> float:
+    """The verifiable reward of one reply, as the production parser read it: ``1 - |answer - true
+    progress|`` (both as fractions, so 0..1 within the task's range) when it has an answer, else
+    :data:`UNPARSABLE_REWARD` (the format term: an unreadable reply is worse than any answer in range)."""
     if not parsed.status.has_value or parsed.percent is None:
         return UNPARSABLE_REWARD
     return 1.0 - abs(parsed.percent / 100.0 - true_progress)
@@ -197,8 +196,9 @@ def rlvr(
         picked, order = [states[i] for i in order[:prompts]], order[prompts:]
         t0 = time.perf_counter()
         replies = sample_replies(model, builder, picked, group, temperature=temperature, max_new_tokens=max_new_tokens)
-        texts = builder.tokenizer.batch_decode(replies, skip_special_tokens=True)
-        rewards = np.array([reply_reward(t, picked[k // group].percent / 100.0) for k, t in enumerate(texts)])
+        answers = [parse_answer(t) for t in builder.tokenizer.batch_decode(replies, skip_special_tokens=True)]
+        rewards = np.array([reply_reward(a, picked[k // group].percent / 100.0) for k, a in enumerate(answers)])
+        readable = np.array([a.status.has_value for a in answers])
         advantages = group_advantages(rewards.reshape(len(picked), group)).reshape(-1)
         sample_s = time.perf_counter() - t0
         rows = policy_rows(picked, replies, group)
@@ -219,14 +219,13 @@ def rlvr(
             kl_sum += float(kl)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
         opt.step()
-        unparsable = int((rewards == UNPARSABLE_REWARD).sum())
+        unparsable = int((~readable).sum())
         flat = int((rewards.reshape(len(picked), group).std(axis=1) <= 1e-9).sum())
         totals["replies"] += len(rewards)
         totals["unparsable"] += unparsable
         totals["zero_variance_groups"] += flat
-        parsed = rewards[rewards != UNPARSABLE_REWARD]
         entry = {"step": step, "reward": round(float(rewards.mean()), 4),
-                 "abs_error": round(float(1.0 - parsed.mean()), 4) if len(parsed) else None,
+                 "abs_error": round(float(1.0 - rewards[readable].mean()), 4) if readable.any() else None,
                  "unparsable": unparsable, "zero_variance_groups": flat, "kl": round(kl_sum / n_tokens, 5),
                  "reply_tokens": round(n_tokens / len(replies), 1), "grad_norm": round(grad_norm, 3),
                  "sample_s": round(sample_s, 1), "elapsed_s": round(time.perf_counter() - t_train, 1)}
