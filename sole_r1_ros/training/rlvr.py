@@ -34,7 +34,7 @@ from sole_r1_ros.training.train import (
     inherited_vision_scale,
     on_policy_examples,
     optimizer_groups,
-    save_model,
+    save_stage,
 )
 
 UNPARSABLE_REWARD = -1.0
@@ -220,7 +220,7 @@ def rlvr(
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
         opt.step()
         unparsable = int((~readable).sum())
-        flat = int((rewards.reshape(len(picked), group).std(axis=1) <= 1e-9).sum())
+        flat = int((advantages.reshape(len(picked), group) == 0).all(axis=1).sum())  # groups with no spread
         totals["replies"] += len(rewards)
         totals["unparsable"] += unparsable
         totals["zero_variance_groups"] += flat
@@ -247,10 +247,7 @@ def rlvr(
         "torch_threads": torch.get_num_threads(), "device": str(model.device),
     }
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    previous = Path(init_dir) / "training_summary.json"
-    if previous.is_file():
-        summary["previous_stage"] = json.loads(previous.read_text(encoding="utf-8"))
-    save_model(backend, out, {"training_summary.json": summary, "training_log.json": log})
+    save_stage(backend, out, Path(init_dir), summary, log)
     _log(f"saved {out}: {json.dumps({k: v for k, v in summary.items() if k != 'previous_stage'})}")
     return summary
 

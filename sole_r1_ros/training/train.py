@@ -218,6 +218,16 @@ def save_model(backend: Any, out: Path, extra_files: dict[str, Any] | None = Non
     return out
 
 
+def save_stage(backend: Any, out: Path, init_dir: Path | None, summary: dict[str, Any],
+               log: list[dict[str, Any]]) -> Path:
+    """:func:`save_model` with ``training_summary.json`` (``summary``, nesting the initial model's own
+    summary as ``previous_stage`` when there is one) and ``training_log.json`` (``log``)."""
+    previous = Path(init_dir) / "training_summary.json" if init_dir else None
+    if previous is not None and previous.is_file():
+        summary["previous_stage"] = json.loads(previous.read_text(encoding="utf-8"))
+    return save_model(backend, out, {"training_summary.json": summary, "training_log.json": log})
+
+
 def train(
     out: Path,
     *,
@@ -385,10 +395,7 @@ def train(
             "torch_threads": torch.get_num_threads(), "device": str(model.device),
         }
         summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
-        previous = Path(model_dir) / "training_summary.json"
-        if init_dir and previous.is_file():
-            summary["previous_stage"] = json.loads(previous.read_text(encoding="utf-8"))
-        save_model(backend, out, {"training_summary.json": summary, "training_log.json": log})
+        save_stage(backend, out, init_dir, summary, log)
         _log(f"saved {out}: {json.dumps(summary)}")
         shutil.rmtree(out.parent / f"{out.name}.checkpoint", ignore_errors=True)
         return summary
