@@ -2,6 +2,7 @@
 
 ``dataset`` turns synthetic episodes into per-step examples in the scorer's own protocol,
 ``vision_warmup`` pre-trains the vision tower, ``train`` runs supervised fine-tuning on CPU,
-``rlvr`` is an optional RL-from-verifiable-reward (GRPO) stage, and ``evaluate`` scores held-out
-episodes through the production :class:`~sole_r1_ros.scorer.ProgressScorer`.
+``rlvr`` is an optional RL-from-verifiable-reward (GRPO) stage, ``recipe`` runs the default
+model's stages in one timed command, and ``evaluate`` scores held-out episodes through the
+production :class:`~sole_r1_ros.scorer.ProgressScorer`.
 """
