@@ -29,6 +29,8 @@ from sole_r1_ros.synth.episodes import (
     Episode,
     frame_stamp_ns,
     generate_episode,
+    relabel_candidates,
+    relabel_goal,
     task_progress,
 )
 from sole_r1_ros.synth.scene import ROLES, SceneState
@@ -164,6 +166,28 @@ def test_ground_truth_is_a_function_of_state(task):
         elif task == "stack":
             base = scene.objects[spec.reference]
             assert ep.meta["poses"][-1, spec.target, 2] == pytest.approx(base.height)
+
+
+@pytest.mark.parametrize("task", TASK_KINDS)
+def test_goal_relabelling_turns_a_success_into_a_wrong_object_and_back(task):
+    success, wrong = _episode(task, "success"), _episode(task, "wrong_object")
+    other = success.meta["objects"].index(next(o for o in success.meta["objects"]
+                                               if o["color"] == success.meta["wrong_object"]))
+    assert other in relabel_candidates(success)
+    assert success.meta["task"].target not in relabel_candidates(success)
+    assert success.meta["task"].reference not in relabel_candidates(success)
+    relabelled = relabel_goal(success, other)
+    assert relabelled.frames is success.frames and relabelled.goal != success.goal
+    assert f"the {success.meta['wrong_object']} block" in relabelled.goal
+    assert relabelled.goal.split(" block")[-1] == success.goal.split(" block")[-1]  # same goal region
+    assert relabelled.meta["relabelled_from"] == success.meta["target"] and success.progress[-1] == 1.0
+    # The gripper carried the original target: under the new goal that is the wrong object.
+    assert relabelled.progress[-1] <= (0.5 if task == "reach" else 0.3)
+    assert relabelled.meta["phase"][-1] != "done" and success.meta["phase"][-1] == "done"
+    moved = wrong.meta["objects"].index(next(o for o in wrong.meta["objects"] if o["color"] == wrong.meta["wrong_object"]))
+    assert wrong.progress[-1] <= 0.3 and relabel_goal(wrong, moved).progress[-1] == 1.0
+    with pytest.raises(ValueError, match="not a block"):
+        relabel_goal(success, success.meta["task"].target)
 
 
 @pytest.mark.parametrize("task", ["push", "place"])

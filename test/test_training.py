@@ -15,7 +15,7 @@ from sole_r1_ros.answer_parser import parse_answer
 from sole_r1_ros.backend import ModelOptions, TransformersBackend
 from sole_r1_ros.composite import compose
 from sole_r1_ros.protocol import load_protocol
-from sole_r1_ros.synth.episodes import generate_episode
+from sole_r1_ros.synth.episodes import generate_episode, relabel_candidates, relabel_goal
 from sole_r1_ros.training import dataset as D
 from sole_r1_ros.training.evaluate import (
     TARGETS,
@@ -170,12 +170,85 @@ def test_colour_counterfactuals_train_only_the_token_after_the_named_colour(buil
     batch = D.collate(builder, [ex, differs], answer_weight=3.0, decision_weight=5.0, comparison_weight=4.0)
     assert np.flatnonzero(batch["weights"][1].numpy()).tolist() == [stop_pos]
     assert float(batch["weights"][1, stop_pos]) == 4.0 and float(batch["weights"][0, ex.answer_start]) == 3.0
+    own = D.collate(builder, [ex, differs], comparison_weight=4.0, counterfactual_weight=50.0)["weights"]
+    assert float(own[1, stop_pos]) == 50.0 and float(own[0, ex.comparison_positions[0]]) == 4.0
     rows = counterfactual_rows(builder, named, 400, np.random.default_rng(0))
     names_goal = np.mean([int(r.input_ids[-1]) == builder.dot_id for r in rows])
     assert 0.4 < names_goal < 0.6 and all(r.loss_positions.tolist() == [len(r.input_ids) - 1] for r in rows)
     plain = dataclasses.replace(ex, comparison_slots=None)
     with pytest.raises(ValueError, match="names no"):
         D.colour_counterfactual(plain, other, builder.comma_id, builder.dot_id)
+
+
+def test_goal_relabelled_twins_share_the_image_and_answer_for_their_own_goal(builder: D.ExampleBuilder) -> None:
+    ep = generate_episode("place", "success", seed=5, n_frames=30, size=(160, 120))
+    plain = list(D.episode_examples(builder, ep, np.random.default_rng(1), noise=0.0, stride_range=(4.0, 5.0)))
+    again = list(D.episode_examples(builder, ep, np.random.default_rng(1), noise=0.0, relabel=0.0,
+                                    stride_range=(4.0, 5.0)))
+    assert [e.reply for e in again] == [e.reply for e in plain]  # relabel=0 draws nothing extra
+    both = list(D.episode_examples(builder, ep, np.random.default_rng(1), noise=0.0, relabel=1.0,
+                                     stride_range=(4.0, 5.0)))
+    originals, twins = both[0::2], both[1::2]
+    assert len(twins) == len(originals) > 2
+    other = next(c for c in D.BLOCK_COLORS if f"{c} block" in twins[0].reply and c != ep.meta["target"])
+    tok = builder.tokenizer
+    for e, t in zip(originals, twins):
+        assert t.patches is e.patches and np.array_equal(t.grid_thw, e.grid_thw)
+        prompt, twin_prompt = tok.decode(e.input_ids[:e.reply_start]), tok.decode(t.input_ids[:t.reply_start])
+        assert f"the {ep.meta['target']} block" in prompt and f"the {other} block" in twin_prompt
+        # only the goal's colour and the quoted previous progress (that goal's own) differ
+        assert re.sub(r"\d+", "N", prompt.replace(f"the {ep.meta['target']} block", f"the {other} block")) == re.sub(r"\d+", "N", twin_prompt)
+        assert parse_answer(t.reply).percent == t.percent
+    # Same images, two goals: the carried block completes the task, the other one never moved.
+    assert originals[-1].percent == 100 and twins[-1].percent <= 30
+    assert any(f"holds the {ep.meta['target']} block, not the {other} block" in t.reply for t in twins)
+    # Goal-swap pairs follow the steps that name the block held or moved.
+    rows = list(D.episode_examples(builder, ep, np.random.default_rng(1), noise=0.0, goal_swaps=True,
+                                   stride_range=(4.0, 5.0)))
+    pairs = [e for e in rows if e.twin is not None]
+    assert [e.reply for e in rows if e.twin is None] == [e.reply for e in plain]
+    assert pairs and all(e.comparison_slots is not None for e in pairs)
+    for pair in pairs:
+        stop = pair.comparison_slots[1]
+        assert pair.loss_positions.tolist() == [stop] == pair.twin.loss_positions.tolist()
+        assert len(pair.input_ids) == len(pair.twin.input_ids) == stop + 1 and pair.twin.patches is pair.patches
+        assert {int(pair.input_ids[stop]), int(pair.twin.input_ids[stop])} == {builder.comma_id, builder.dot_id}
+
+
+def test_goal_counterfactual_changes_only_the_goal_and_the_token_after_the_name(builder: D.ExampleBuilder) -> None:
+    def held_other(seed: int) -> tuple[D.Episode, int, int, D.Example, int] | None:
+        """A step holding or moving another block whose colour is one token in this tokenizer."""
+        ep = generate_episode("stack", "wrong_object", seed=seed, n_frames=30, size=(160, 120))
+        frames = D.scored_indices(ep.n_frames, 5.0)
+        for prev, cur in zip(frames[:-1], frames[1:]):
+            ex = builder.build(ep, prev, cur, 40)
+            if ex.comparison_slots is not None and ", not the" in ex.reply:
+                named = builder.tokenizer.decode([int(ex.input_ids[ex.comparison_slots[0]])]).strip()
+                moved = [i for i in relabel_candidates(ep) if ep.meta["objects"][i]["color"] == named]
+                if moved and named in builder.colour_ids:
+                    return ep, prev, cur, ex, moved[0]
+        return None
+
+    ep, prev, cur, ex, moved = next(found for found in map(held_other, range(5, 25)) if found)
+    colour_pos, stop_pos, goal_id = ex.comparison_slots
+    named = builder.tokenizer.decode([int(ex.input_ids[colour_pos])]).strip()
+    twin = D.goal_counterfactual(builder, ex, relabel_goal(ep, moved), prev, cur)
+    new_id = builder.colour_ids[named]
+    assert twin.comparison_slots == (colour_pos, stop_pos, new_id) and twin.patches is ex.patches
+    assert int(twin.input_ids[stop_pos]) == builder.dot_id  # the moved block is now the goal's
+    changed = np.flatnonzero(twin.input_ids != ex.input_ids[:stop_pos + 1])
+    assert all(int(ex.input_ids[q]) in (goal_id, builder.comma_id) for q in changed)
+    assert all(int(twin.input_ids[q]) in (new_id, builder.dot_id) for q in changed)
+    assert (changed < ex.reply_start).any() and (changed > ex.reply_start).any()  # the goal, and its mentions
+    assert twin.loss_positions.tolist() == [stop_pos] and twin.prev_percent == ex.prev_percent
+    unnamed = [i for i in relabel_candidates(ep) if i != moved]
+    if unnamed:
+        other = relabel_goal(ep, unnamed[0])
+        if other.meta["target"] in builder.colour_ids:
+            assert int(D.goal_counterfactual(builder, ex, other, prev, cur).input_ids[stop_pos]) == builder.comma_id
+        else:
+            with pytest.raises(ValueError, match="not one token"):
+                D.goal_counterfactual(builder, ex, other, prev, cur)
 
 
 def test_specs_are_seeded_and_held_out() -> None:
@@ -270,8 +343,9 @@ def test_two_sft_steps_reduce_loss_and_save_a_loadable_model(builder: D.ExampleB
 
 def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
     summary = train(tmp_path / "m", steps=2, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
-                    init_dir=tiny_model_dir, threads=1, checkpoint_every=0, match_vision_scale=1.0)
+                    init_dir=tiny_model_dir, threads=1, checkpoint_every=0, match_vision_scale=1.0, goal_swap_pairs=1)
     assert summary["steps"] == 2 and summary["train_examples"] > 0
+    assert summary["goal_swap_pairs"] == 1 and summary["goal_swap_pairs_built"] > 0
     dependence = summary["image_dependence_random_prev"]
     assert dependence["answer_loss"] > 0 and dependence["answer_loss_shuffled_images"] > 0
     factors = summary["vision_scale_factors"]
@@ -280,8 +354,9 @@ def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     # A further stage keeps the rescaled layers' learning-rate factors instead of rescaling again.
     again = train(tmp_path / "m2", steps=1, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
                   init_dir=tmp_path / "m", threads=1, checkpoint_every=0, kind_weights={"reach": 1.0},
-                  outcome_weights={"hover": 1.0})
+                  outcome_weights={"hover": 1.0}, goal_relabel=1.0)
     assert again["vision_scale_factors"] == factors and again["kind_weights"] == {"reach": 1.0}
+    assert again["goal_relabel"] == 1.0 and summary["goal_relabel"] == 0.0
     assert again["outcome_weights"] == {"hover": 1.0}
     assert again["on_policy"] is None
     with pytest.raises(ValueError, match="--init"):  # checked before any data is built
@@ -436,7 +511,9 @@ def test_comparison_probe_reads_the_shipped_model_after_the_named_object() -> No
     assert probe["other_steps"] > 0 and probe["target_steps"] > 0
     assert all(0.0 <= v <= 1.0 for k, v in probe.items() if k.startswith("p_not_"))
     assert set(probe) == {"other_steps", "target_steps", "p_not_other", "p_not_other_swapped", "p_not_target",
-                          "p_not_target_swapped"}
+                          "p_not_target_swapped", "other_goal_swapped_steps", "target_goal_swapped_steps",
+                          "p_not_other_goal_swapped", "p_not_target_goal_swapped"}
+    assert probe["other_goal_swapped_steps"] > 0 and probe["target_goal_swapped_steps"] > 0
     # With the true reply before it the shipped model tells the two apart (0.73 against 0.12 here).
     assert probe["p_not_other"] > probe["p_not_target"] + 0.3
 

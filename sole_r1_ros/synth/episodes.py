@@ -778,3 +778,34 @@ def generate_episode(
     }
     return Episode(goal=task.goal, fps=float(fps), frames=frames, progress=progress.astype(np.float64),
                    outcome=outcome, meta=meta)
+
+
+def relabel_candidates(ep: Episode) -> list[int]:
+    """Indices of the blocks ``ep``'s goal could name instead of its target: every block but the
+    target and (stack) the base block."""
+    task = ep.meta["task"]
+    return [i for i, o in enumerate(ep.meta["objects"])
+            if o["shape"] == "block" and i not in (task.target, task.reference)]
+
+
+def relabel_goal(ep: Episode, target: int) -> Episode:
+    """``ep`` with the goal naming block ``target`` instead (hindsight goal relabelling): the same
+    frames and trajectory, the goal string, task, progress and phases recomputed for the new target
+    by :func:`task_progress`. Relabelling a success to another block gives a moved-wrong-object
+    episode with the very same images, and a wrong-object episode to the block it moved gives a
+    success, so only the goal's words tell the two apart. Frames are shared, not copied."""
+    if target not in relabel_candidates(ep):
+        raise ValueError(f"object {target} is not a block the goal could name instead "
+                         f"(candidates: {relabel_candidates(ep)})")
+    meta = ep.meta
+    old, scene = meta["task"], meta["scene"]
+    colour = scene.objects[target].color
+    reference = scene.objects[old.reference].color if old.reference >= 0 else scene.zone.color
+    goal = GOAL_TEMPLATES[old.kind].format(target=colour, reference=reference)
+    task = TaskSpec(old.kind, target, old.reference, goal)
+    states = [SceneState(g, p, int(h)) for g, p, h in zip(meta["gripper"], meta["poses"], meta["holding"])]
+    scored = [task_progress(task, scene, st, states[0]) for st in states]
+    new_meta = dict(meta, task=task, target=colour, phase=[s[1] for s in scored], relabelled_from=meta["target"],
+                    wrong_object=None)
+    return Episode(goal=task.goal, fps=ep.fps, frames=ep.frames, progress=np.array([s[0] for s in scored]),
+                   outcome=ep.outcome, meta=new_meta)

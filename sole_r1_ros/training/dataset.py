@@ -20,6 +20,7 @@ float input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ import numpy as np
 
 from sole_r1_ros.composite import compose
 from sole_r1_ros.protocol import Protocol
-from sole_r1_ros.synth.episodes import GOAL_TEMPLATES, OUTCOMES, TASK_KINDS, Episode, generate_episode
+from sole_r1_ros.synth.episodes import (GOAL_TEMPLATES, OUTCOMES, TASK_KINDS, Episode, generate_episode,
+                                        relabel_candidates, relabel_goal)
 from sole_r1_ros.synth.scene import BLOCK_COLORS, DISTRACTOR_COLORS, DISTRACTOR_SHAPES, SceneState
 
 NEAR_GRIPPER = 0.05  # m: the gripper is "at" an object (xy)
@@ -393,6 +395,8 @@ class Example:
     # token id of the goal object's colour) where the reply says which object is held or moved
     comparison_slots: tuple[int, int, int] | None = None
     loss_positions: np.ndarray | None = None  # if set, the only positions that carry loss (counterfactuals)
+    frames: tuple[int, int] | None = None  # (previous, current) frame indices of the step
+    twin: Example | None = None  # a decision-only row's goal-swapped twin (:func:`goal_swap_pair`)
 
 
 class ExampleBuilder:
@@ -449,6 +453,7 @@ class ExampleBuilder:
             grid_thw=np.asarray(inputs["image_grid_thw"][0], dtype=np.int64),
             percent=percent_at(ep, cur_idx), prev_percent=prev_percent, reply=reply,
             decision_positions=positions(decision_spans), comparison_positions=compared, comparison_slots=slots,
+            frames=(prev_idx, cur_idx),
         )
 
     def to_patches(self, pixel_values: np.ndarray) -> np.ndarray:
@@ -474,12 +479,32 @@ class ExampleBuilder:
 
 def episode_examples(builder: ExampleBuilder, ep: Episode, rng: np.random.Generator, *, passes: int = 1,
                      noise: float = 6.0, p_noise: float = 0.5, p_random: float = 0.0,
-                     stride_range: tuple[float, float] = (4.0, 10.0)) -> Iterator[Example]:
-    """Examples of ``passes`` scoring passes over one episode, each at its own random stride."""
+                     stride_range: tuple[float, float] = (4.0, 10.0), relabel: float = 0.0,
+                     goal_swaps: bool = False) -> Iterator[Example]:
+    """Examples of ``passes`` scoring passes over one episode, each at its own random stride.
+
+    With ``relabel`` > 0 each step is followed, with that probability, by its twin under a goal
+    naming another block of the scene (:func:`~sole_r1_ros.synth.episodes.relabel_goal`, one block
+    drawn per episode): the same composite, another goal, the reply and progress of that goal. The
+    twins share the step's image patches. With ``goal_swaps`` each step whose reply names the block
+    held or moved is also followed by its :func:`goal_swap_pair` (a decision-only row carrying its
+    goal-swapped ``twin``)."""
+    twin_ep = None
+    if relabel > 0:
+        candidates = relabel_candidates(ep)
+        twin_ep = relabel_goal(ep, int(rng.choice(candidates))) if candidates else None
     for _ in range(passes):
         for prev_idx, cur_idx in step_pairs(ep.n_frames, rng, stride_range):
             prev = noised_previous(percent_at(ep, prev_idx), rng, noise, p_noise, p_random)
-            yield builder.build(ep, prev_idx, cur_idx, prev)
+            example = builder.build(ep, prev_idx, cur_idx, prev)
+            yield example
+            pair = goal_swap_pair(builder, ep, example) if goal_swaps else None
+            if pair is not None:
+                yield pair
+            if twin_ep is not None and rng.random() < relabel:
+                twin_prev = noised_previous(percent_at(twin_ep, prev_idx), rng, noise, p_noise, p_random)
+                twin = builder.build(twin_ep, prev_idx, cur_idx, twin_prev)
+                yield dataclasses.replace(twin, patches=example.patches)
 
 
 def colour_counterfactual(e: Example, colour_id: int, comma_id: int, dot_id: int) -> Example:
@@ -488,8 +513,6 @@ def colour_counterfactual(e: Example, colour_id: int, comma_id: int, dot_id: int
     goal object's colour, "," (", not the …") if not. Only that token carries loss
     (``loss_positions``), so the image and the rest of the reply, which may now disagree with the
     text, teach nothing: the lesson is to compare the colour the reply named with the goal's."""
-    import dataclasses
-
     if e.comparison_slots is None:
         raise ValueError("the example names no held or moved object")
     colour_pos, stop_pos, goal_colour = e.comparison_slots
@@ -500,13 +523,66 @@ def colour_counterfactual(e: Example, colour_id: int, comma_id: int, dot_id: int
                                decision_positions=None, comparison_positions=None)
 
 
+def goal_counterfactual(builder: ExampleBuilder, e: Example, relabelled: Episode, prev_idx: int,
+                        cur_idx: int) -> Example:
+    """``e`` (a step of an episode whose reply names the object held or moved) asked under the goal
+    of ``relabelled`` (the same episode, :func:`~sole_r1_ros.synth.episodes.relabel_goal`) with
+    nothing else changed: the same composite and quoted previous progress, and ``e``'s reply up to
+    the "." or "," after the name, the old goal colour's mentions replaced by the new one's (all
+    but the named object's). That token is made what the new goal makes true: "." if the named
+    object is now the goal's, "," (", not the …") if not, and it alone carries loss. Unlike the
+    new goal's own true reply, whose words before the name (the gripper's motion relative to the
+    target) differ too, this changes only which block the goal names."""
+    if e.comparison_slots is None:
+        raise ValueError("the example names no held or moved object")
+    colour_pos, stop_pos, goal_colour = e.comparison_slots
+    new_colour = builder.colour_ids.get(str(relabelled.meta["target"]))
+    if new_colour is None:
+        raise ValueError(f"the colour {relabelled.meta['target']!r} is not one token in this tokenizer")
+    prompt = builder.build(relabelled, prev_idx, cur_idx, e.prev_percent)
+    if prompt.reply_start != e.reply_start:
+        raise ValueError("the two goals' prompts differ in length; the colours are not one token each")
+    ids = np.concatenate([prompt.input_ids[:prompt.reply_start], e.input_ids[e.reply_start:stop_pos + 1]])
+    reply = np.arange(len(ids)) >= e.reply_start
+    ids[reply & (ids == goal_colour) & (np.arange(len(ids)) != colour_pos)] = new_colour
+    ids[stop_pos] = builder.dot_id if int(ids[colour_pos]) == new_colour else builder.comma_id
+    return dataclasses.replace(e, input_ids=ids, loss_positions=np.asarray([stop_pos], dtype=np.int32),
+                               decision_positions=None, comparison_positions=None,
+                               comparison_slots=(colour_pos, stop_pos, new_colour))
+
+
+def goal_swap_pair(builder: ExampleBuilder, ep: Episode, e: Example) -> Example | None:
+    """For a step of ``ep`` whose reply names the block held or moved: the step as a row that trains
+    only the "." or "," after the name, with its :func:`goal_counterfactual` as ``twin``, the goal
+    swapped to the named block if that is another block (the truth becomes "."), else to another
+    block (", not"). Trained side by side, the pair differs only in which block the goal names, so
+    the one way to fit both is to read that. None if the reply names no held or moved block or no
+    block can be swapped to (its colour must be one token)."""
+    if e.comparison_slots is None or e.frames is None:
+        return None
+    colour_pos, stop_pos, _ = e.comparison_slots
+    other = int(e.input_ids[stop_pos]) == builder.comma_id
+    named = builder.tokenizer.decode([int(e.input_ids[colour_pos])]).strip()
+    objects = ep.meta["objects"]
+    swap_to = next((i for i in relabel_candidates(ep) if (objects[i]["color"] == named) == other
+                    and objects[i]["color"] in builder.colour_ids), None)
+    if swap_to is None:
+        return None
+    twin = goal_counterfactual(builder, e, relabel_goal(ep, swap_to), *e.frames)
+    return dataclasses.replace(e, input_ids=e.input_ids[:stop_pos + 1].copy(),
+                               loss_positions=np.asarray([stop_pos], dtype=np.int32),
+                               decision_positions=None, comparison_positions=None, twin=twin)
+
+
 def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: float = 1.0,
             pad_to: int = 16, decision_weight: float = 1.0, comparison_weight: float = 1.0,
+            counterfactual_weight: float | None = None,
             device: Any = "cpu") -> dict[str, Any]:
     """Right-padded tensors (on ``device``) for one forward pass, with per-token loss weights on the
     reply: 1, the answer tokens ``answer_weight``, the decision words' tokens ``decision_weight``,
     the comparison words' tokens ``comparison_weight`` (where a token is both, this one). An example
-    with ``loss_positions`` carries loss there alone, at ``comparison_weight``."""
+    with ``loss_positions`` (a counterfactual row) carries loss there alone, at ``counterfactual_weight``
+    (default: ``comparison_weight``)."""
     import torch
 
     pad = builder.tokenizer.pad_token_id
@@ -521,7 +597,8 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
         ids[row, :n] = torch.from_numpy(e.input_ids.astype(np.int64))
         attn[row, :n] = 1
         if e.loss_positions is not None:
-            weights[row, torch.from_numpy(e.loss_positions.astype(np.int64))] = comparison_weight
+            weights[row, torch.from_numpy(e.loss_positions.astype(np.int64))] = (
+                comparison_weight if counterfactual_weight is None else counterfactual_weight)
             continue
         weights[row, e.reply_start:n] = 1.0
         weights[row, e.answer_start:n] = answer_weight
@@ -538,7 +615,8 @@ def collate(builder: ExampleBuilder, batch: Sequence[Example], answer_weight: fl
 
 __all__ = [
     "DEFAULT_OUTCOME_WEIGHTS", "REPLY_SENTENCES", "EpisodeSpec", "Example", "ExampleBuilder", "answer_text", "collate",
-    "colour_counterfactual", "corpus_lines", "episode_examples", "evaluation_specs", "make_episode", "marked_answer", "marked_reasoning",
+    "colour_counterfactual", "corpus_lines", "episode_examples", "evaluation_specs", "goal_counterfactual",
+    "goal_swap_pair", "make_episode", "marked_answer", "marked_reasoning",
     "noised_previous", "parse_weights", "percent_at", "reasoning_text", "scored_indices", "step_pairs",
     "strip_marks", "training_specs",
 ]

@@ -317,14 +317,20 @@ def comparison_probe(model_dir: str | Path, episodes: int = 48, seed: int = 2000
     """Does the model compare the colour it names with the goal's? Teacher-forced, on held-out
     steps (true previous progress, push / place / stack) whose reply names the object held or
     moved: the probability of "," (", not the …") against "." right after the name, on steps
-    where it is another block and where it is the target, each once with the true text and once
+    where it is another block and where it is the target, each once with the true text, once
     with the named colour swapped (:func:`~sole_r1_ros.training.dataset.colour_counterfactual`:
-    the goal's colour on the other-block steps, another block's on the target steps). A model
-    that compares follows the swap; one that reads other cues does not."""
+    the goal's colour on the other-block steps, another block's on the target steps), and once
+    with the *goal* swapped instead (``*_goal_swapped``,
+    :func:`~sole_r1_ros.training.dataset.goal_swap_pair`: the goal names the held or moved
+    block on the other-block steps, another block on the target steps; the images, the quoted
+    progress and the reply's words are the same). A model that compares follows the colour swap;
+    one that binds the goal's colour to the block in the image follows the goal swap; one that
+    reads other cues (the reply's motion words before the name) follows neither."""
     import torch
 
     from sole_r1_ros.protocol import load_protocol
-    from sole_r1_ros.training.dataset import ExampleBuilder, collate, colour_counterfactual, percent_at, scored_indices
+    from sole_r1_ros.training.dataset import (ExampleBuilder, collate, colour_counterfactual, goal_swap_pair,
+                                              percent_at, scored_indices)
     from sole_r1_ros.training.train import _load_backend
 
     backend = _load_backend(Path(model_dir))
@@ -345,6 +351,9 @@ def comparison_probe(model_dir: str | Path, episodes: int = 48, seed: int = 2000
             swap = goal if other else next(c for c in builder.colour_ids.values() if c != goal)
             kind = "other" if other else "target"
             rows += [(kind, ex), (f"{kind}_swapped", colour_counterfactual(ex, swap, builder.comma_id, builder.dot_id))]
+            pair = goal_swap_pair(builder, ep, ex)
+            if pair is not None:
+                rows.append((f"{kind}_goal_swapped", pair.twin))
     p_not: dict[str, list[float]] = {}
     with torch.no_grad():
         for k in range(0, len(rows), batch_size):
@@ -357,6 +366,7 @@ def comparison_probe(model_dir: str | Path, episodes: int = 48, seed: int = 2000
                 comma, dot = float(probs[builder.comma_id]), float(probs[builder.dot_id])
                 p_not.setdefault(kind, []).append(comma / max(comma + dot, 1e-12))
     result = {f"{kind}_steps": len(v) for kind, v in p_not.items() if not kind.endswith("_swapped")}
+    result.update({f"{kind}_steps": len(v) for kind, v in p_not.items() if kind.endswith("_goal_swapped")})
     result.update({f"p_not_{kind}": round(float(np.mean(v)), 4) for kind, v in sorted(p_not.items())})
     return result
 
@@ -376,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also report the MAE per task kind when each call quotes the true previous progress")
     p.add_argument("--comparison-probe", action="store_true",
                    help="also report, teacher-forced on the same episodes, whether the model's ', not' follows the "
-                        "colour it names or other cues (comparison_probe)")
+                        "colour it names, the block the goal names, or other cues (comparison_probe)")
     p.add_argument("--image-dependence", type=int, default=0, metavar="N",
                    help="also report the answer loss with true vs swapped images on N held-out episodes")
     args = p.parse_args(argv)

@@ -90,12 +90,12 @@ def _worker_init(model_dir: str) -> None:
     _WORKER["builder"] = ExampleBuilder(_load_backend(Path(model_dir)), load_protocol())
 
 
-def _episode_job(job: tuple[EpisodeSpec, int, int, float, float, float]) -> list[Example]:
-    spec, seed, passes, noise, p_noise, p_random = job
+def _episode_job(job: tuple[EpisodeSpec, int, int, float, float, float, float, bool]) -> list[Example]:
+    spec, seed, passes, noise, p_noise, p_random, relabel, goal_swaps = job
     ep = make_episode(spec)
     rng = np.random.default_rng([seed, spec.seed, 11])
     return list(episode_examples(_WORKER["builder"], ep, rng, passes=passes, noise=noise, p_noise=p_noise,
-                                 p_random=p_random))
+                                 p_random=p_random, relabel=relabel, goal_swaps=goal_swaps))
 
 
 def map_episodes(job_fn: Callable[[Any], list[Any]], jobs: list[Any], model_dir: Path, workers: int,
@@ -156,9 +156,12 @@ def on_policy_examples(model_dir: Path, specs: list[EpisodeSpec], *, workers: in
 
 
 def build_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, *, passes: int = 1, noise: float = 6.0,
-                   p_noise: float = 0.5, p_random: float = 0.0, workers: int = 2) -> list[Example]:
-    """Render ``specs`` and build their examples (deterministic order; ``workers`` processes)."""
-    jobs = [(s, seed, passes, noise, p_noise, p_random) for s in specs]
+                   p_noise: float = 0.5, p_random: float = 0.0, workers: int = 2,
+                   relabel: float = 0.0, goal_swaps: bool = False) -> list[Example]:
+    """Render ``specs`` and build their examples (deterministic order; ``workers`` processes), with
+    goal-relabelled twins of a ``relabel`` fraction of the steps and, with ``goal_swaps``, goal-swap
+    pairs (``dataset.episode_examples``)."""
+    jobs = [(s, seed, passes, noise, p_noise, p_random, relabel, goal_swaps) for s in specs]
     return map_episodes(_episode_job, jobs, model_dir, workers)
 
 
@@ -260,6 +263,9 @@ def train(
     kind_weights: dict[str, float] | None = None,
     outcome_weights: dict[str, float] | None = None,
     on_policy_episodes: int = 0,
+    goal_relabel: float = 0.0,
+    goal_swap_pairs: int = 0,
+    counterfactual_weight: float | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
@@ -282,6 +288,7 @@ def train(
         data_key = {"seed": seed, "episodes": episodes, "passes": passes, "noise": noise, "p_noise": p_noise,
                     "p_random": p_random, "kind_weights": kind_weights or None,
                     "outcome_weights": outcome_weights or None, "on_policy_episodes": on_policy_episodes,
+                    "goal_relabel": goal_relabel, "goal_swaps": goal_swap_pairs > 0,
                     "tokenizer_processor_template": _digest(Path(model_dir), "tokenizer.json", "tokenizer_config.json",
                                                             "processor_config.json", "chat_template.jinja"),
                     # on-policy examples are the initial model's own rollouts
@@ -292,7 +299,8 @@ def train(
             _log(f"loaded {len(examples)} examples from {examples_cache}")
         else:
             examples = build_examples(model_dir, specs, seed, passes=passes, noise=noise, p_noise=p_noise,
-                                      p_random=p_random, workers=workers)
+                                      p_random=p_random, workers=workers, relabel=goal_relabel,
+                                      goal_swaps=goal_swap_pairs > 0)
             on_policy = {}
             if on_policy_episodes > 0:
                 extra, on_policy = on_policy_examples(
@@ -305,6 +313,8 @@ def train(
                 save_examples_cache(Path(examples_cache), data_key, examples, on_policy)
         if data_only:
             return {"train_examples": len(examples)}
+        pairs = [e for e in examples if e.twin is not None]  # goal-swap pairs are drawn apart from the examples
+        examples = [e for e in examples if e.twin is None]
         val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
         val = build_examples(model_dir, val_specs, seed + 1, noise=0.0, workers=1 if len(val_specs) < 4 else workers)
         data_s = time.perf_counter() - t_start
@@ -334,6 +344,8 @@ def train(
         named = [e for e in examples if e.comparison_slots is not None]
         if colour_counterfactuals and not named:
             raise ValueError("--colour-counterfactuals needs examples that name a held or moved object")
+        if goal_swap_pairs and not pairs:
+            raise ValueError("--goal-swap-pairs found no step that names a held or moved block")
         order: list[int] = []
         log: list[dict[str, Any]] = []
         t_train = time.perf_counter()
@@ -353,8 +365,11 @@ def train(
                 g["lr"] = _lr_at(step, steps, lr, warmup) * g.get("lr_mult", 1.0)
             rows = [examples[i] for i in idx]
             rows += counterfactual_rows(builder, named, colour_counterfactuals, counterfactual_rng)
+            for k in counterfactual_rng.integers(len(pairs), size=goal_swap_pairs) if goal_swap_pairs else ():
+                rows += [pairs[int(k)], pairs[int(k)].twin]
             batch = collate(builder, rows, answer_weight, decision_weight=decision_weight,
-                            comparison_weight=comparison_weight, device=model.device)
+                            comparison_weight=comparison_weight, counterfactual_weight=counterfactual_weight,
+                            device=model.device)
             loss, plain = weighted_loss(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -387,7 +402,9 @@ def train(
             "colour_counterfactuals": colour_counterfactuals,
             "match_vision_scale": match_vision_scale, "vision_lr_mult": vision_lr_mult,
             "vision_scale_factors": scaled, "kind_weights": kind_weights or None,
-            "outcome_weights": outcome_weights or None, "on_policy": on_policy or None,
+            "outcome_weights": outcome_weights or None, "on_policy": on_policy or None, "goal_relabel": goal_relabel,
+            "goal_swap_pairs": goal_swap_pairs, "goal_swap_pairs_built": len(pairs),
+            "counterfactual_weight": counterfactual_weight,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
@@ -601,8 +618,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--on-policy-episodes", type=int, default=0,
                    help="with --init: also train on this many episodes scored free-running by the initial model, "
                         "each step quoting the progress the model itself answered before")
+    p.add_argument("--goal-relabel", type=float, default=0.0, metavar="P",
+                   help="add, for this fraction of the ordinary steps, a twin whose goal names another block of the "
+                        "scene (same images; reply and progress for that goal): a moved block then only counts if "
+                        "the goal names it")
+    p.add_argument("--goal-swap-pairs", type=int, default=0, metavar="N",
+                   help="add N goal-swap pairs to every batch: a step naming the block held or moved, trained only on "
+                        "the '.' or ', not' after the name, beside the same step with only the goal swapped "
+                        "(dataset.goal_swap_pair)")
+    p.add_argument("--counterfactual-weight", type=float, default=None, metavar="W",
+                   help="loss weight of the one token a counterfactual row trains (--colour-counterfactuals, "
+                        "--goal-swap-pairs); default: --comparison-weight")
     p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
+    if args.goal_swap_pairs < 0:
+        p.error("--goal-swap-pairs must be >= 0")
+    if not 0.0 <= args.goal_relabel <= 1.0:
+        p.error("--goal-relabel must be in [0, 1]")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     arch = dict(ARCH, hidden_size=args.hidden_size, num_layers=args.num_layers,
@@ -618,7 +650,9 @@ def main(argv: list[str] | None = None) -> int:
           colour_counterfactuals=args.colour_counterfactuals,
           kind_weights=args.kind_weights,
           outcome_weights=args.outcome_weights,
-          on_policy_episodes=args.on_policy_episodes, device=args.device)
+          on_policy_episodes=args.on_policy_episodes, goal_relabel=args.goal_relabel,
+          goal_swap_pairs=args.goal_swap_pairs, counterfactual_weight=args.counterfactual_weight,
+          device=args.device)
     return 0
 
 
