@@ -44,6 +44,7 @@ def test_recipe_runs_every_stage_and_records_its_timings(tmp_path: Path, monkeyp
     assert record["stages"][1]["settings"]["steps"] == 2 and record["stages"][1]["settings"]["lr"] == recipe.SFT["lr"]
     # The final summary is the on-policy round's, nesting the SFT stage's and the warm-up's.
     assert summary["on_policy"]["episodes"] == 1 and summary["steps"] == 1
+    assert summary["goal_swap_pairs"] == recipe.ON_POLICY["goal_swap_pairs"] and summary["goal_swap_pairs_built"] > 0
     assert summary["previous_stage"]["steps"] == 2 and summary["previous_stage"]["vision_scale_factors"]
     assert summary["previous_stage"]["previous_stage"]["stage"] == "vision_warmup"
     on_disk = json.loads((tmp_path / "model" / "training_summary.json").read_text(encoding="utf-8"))

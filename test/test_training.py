@@ -232,7 +232,7 @@ def test_goal_counterfactual_changes_only_the_goal_and_the_token_after_the_name(
     ep, prev, cur, ex, moved = next(found for found in map(held_other, range(5, 25)) if found)
     colour_pos, stop_pos, goal_id = ex.comparison_slots
     named = builder.tokenizer.decode([int(ex.input_ids[colour_pos])]).strip()
-    twin = D.goal_counterfactual(builder, ex, relabel_goal(ep, moved), prev, cur)
+    twin = D.goal_counterfactual(builder, ex, relabel_goal(ep, moved))
     new_id = builder.colour_ids[named]
     assert twin.comparison_slots == (colour_pos, stop_pos, new_id) and twin.patches is ex.patches
     assert int(twin.input_ids[stop_pos]) == builder.dot_id  # the moved block is now the goal's
@@ -241,14 +241,17 @@ def test_goal_counterfactual_changes_only_the_goal_and_the_token_after_the_name(
     assert all(int(twin.input_ids[q]) in (new_id, builder.dot_id) for q in changed)
     assert (changed < ex.reply_start).any() and (changed > ex.reply_start).any()  # the goal, and its mentions
     assert twin.loss_positions.tolist() == [stop_pos] and twin.prev_percent == ex.prev_percent
+    # The twin's prompt, tokenized without the image, is what the processor makes of it with the image.
+    full = builder.build(relabel_goal(ep, moved), prev, cur, ex.prev_percent)
+    assert twin.input_ids[:ex.reply_start].tolist() == full.input_ids[:full.reply_start].tolist()
     unnamed = [i for i in relabel_candidates(ep) if i != moved]
     if unnamed:
         other = relabel_goal(ep, unnamed[0])
         if other.meta["target"] in builder.colour_ids:
-            assert int(D.goal_counterfactual(builder, ex, other, prev, cur).input_ids[stop_pos]) == builder.comma_id
+            assert int(D.goal_counterfactual(builder, ex, other).input_ids[stop_pos]) == builder.comma_id
         else:
             with pytest.raises(ValueError, match="not one token"):
-                D.goal_counterfactual(builder, ex, other, prev, cur)
+                D.goal_counterfactual(builder, ex, other)
 
 
 def test_specs_are_seeded_and_held_out() -> None:
@@ -514,8 +517,11 @@ def test_comparison_probe_reads_the_shipped_model_after_the_named_object() -> No
                           "p_not_target_swapped", "other_goal_swapped_steps", "target_goal_swapped_steps",
                           "p_not_other_goal_swapped", "p_not_target_goal_swapped"}
     assert probe["other_goal_swapped_steps"] > 0 and probe["target_goal_swapped_steps"] > 0
-    # With the true reply before it the shipped model tells the two apart (0.73 against 0.12 here).
+    # With the true reply before it the shipped model tells the two apart (0.80 against 0.01 here),
+    # and its decision follows the goal: swap which block the goal names and it flips (0.05, 1.00).
     assert probe["p_not_other"] > probe["p_not_target"] + 0.3
+    assert probe["p_not_other_goal_swapped"] < probe["p_not_other"] - 0.3
+    assert probe["p_not_target_goal_swapped"] > probe["p_not_target"] + 0.3
 
 
 def test_state_targets_follow_the_true_state() -> None:

@@ -430,6 +430,19 @@ class ExampleBuilder:
         text = self.backend.prompt_text(self.messages(ep.goal, prev_percent, len(roles)))
         return text, image
 
+    def prompt_ids(self, ep: Episode, prev_percent: int, image_tokens: int) -> np.ndarray:
+        """The prompt tokens :meth:`build` gets from the processor, without rendering or processing
+        the composite: the chat text tokenized with its one image placeholder expanded to
+        ``image_tokens`` copies (the count an image of this size already produced), as the processor
+        expands it. For a prompt whose image is already known, e.g. the same step under another goal."""
+        text = self.backend.prompt_text(self.messages(ep.goal, prev_percent, len(ep.roles)))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        image_id = self.backend.model.config.image_token_id
+        if ids.count(image_id) != 1:
+            raise ValueError(f"the prompt holds {ids.count(image_id)} image placeholders, expected 1")
+        k = ids.index(image_id)
+        return np.asarray(ids[:k] + [image_id] * image_tokens + ids[k + 1:], dtype=np.int64)
+
     def build(self, ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> Example:
         prompt, image = self.prompt_and_image(ep, prev_idx, cur_idx, prev_percent)
         inputs = self.processor(text=[prompt], images=[image], return_tensors="np")
@@ -523,13 +536,13 @@ def colour_counterfactual(e: Example, colour_id: int, comma_id: int, dot_id: int
                                decision_positions=None, comparison_positions=None)
 
 
-def goal_counterfactual(builder: ExampleBuilder, e: Example, relabelled: Episode, prev_idx: int,
-                        cur_idx: int) -> Example:
+def goal_counterfactual(builder: ExampleBuilder, e: Example, relabelled: Episode) -> Example:
     """``e`` (a step of an episode whose reply names the object held or moved) asked under the goal
     of ``relabelled`` (the same episode, :func:`~sole_r1_ros.synth.episodes.relabel_goal`) with
     nothing else changed: the same composite and quoted previous progress, and ``e``'s reply up to
     the "." or "," after the name, the old goal colour's mentions replaced by the new one's (all
-    but the named object's). That token is made what the new goal makes true: "." if the named
+    but the named object's). The composite is not rendered again: the prompt is
+    :meth:`ExampleBuilder.prompt_ids` with ``e``'s image token count. That token is made what the new goal makes true: "." if the named
     object is now the goal's, "," (", not the …") if not, and it alone carries loss. Unlike the
     new goal's own true reply, whose words before the name (the gripper's motion relative to the
     target) differ too, this changes only which block the goal names."""
@@ -539,10 +552,11 @@ def goal_counterfactual(builder: ExampleBuilder, e: Example, relabelled: Episode
     new_colour = builder.colour_ids.get(str(relabelled.meta["target"]))
     if new_colour is None:
         raise ValueError(f"the colour {relabelled.meta['target']!r} is not one token in this tokenizer")
-    prompt = builder.build(relabelled, prev_idx, cur_idx, e.prev_percent)
-    if prompt.reply_start != e.reply_start:
+    image_id = builder.backend.model.config.image_token_id
+    prompt = builder.prompt_ids(relabelled, e.prev_percent, int((e.input_ids[:e.reply_start] == image_id).sum()))
+    if len(prompt) != e.reply_start:
         raise ValueError("the two goals' prompts differ in length; the colours are not one token each")
-    ids = np.concatenate([prompt.input_ids[:prompt.reply_start], e.input_ids[e.reply_start:stop_pos + 1]])
+    ids = np.concatenate([prompt, e.input_ids[e.reply_start:stop_pos + 1]]).astype(e.input_ids.dtype)
     reply = np.arange(len(ids)) >= e.reply_start
     ids[reply & (ids == goal_colour) & (np.arange(len(ids)) != colour_pos)] = new_colour
     ids[stop_pos] = builder.dot_id if int(ids[colour_pos]) == new_colour else builder.comma_id
@@ -568,7 +582,7 @@ def goal_swap_pair(builder: ExampleBuilder, ep: Episode, e: Example) -> Example 
                     and objects[i]["color"] in builder.colour_ids), None)
     if swap_to is None:
         return None
-    twin = goal_counterfactual(builder, e, relabel_goal(ep, swap_to), *e.frames)
+    twin = goal_counterfactual(builder, e, relabel_goal(ep, swap_to))
     return dataclasses.replace(e, input_ids=e.input_ids[:stop_pos + 1].copy(),
                                loss_positions=np.asarray([stop_pos], dtype=np.int32),
                                decision_positions=None, comparison_positions=None, twin=twin)

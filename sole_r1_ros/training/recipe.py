@@ -8,13 +8,14 @@ stage before it saved:
 0. ``vision_warmup``: the vision tower of a fresh random-init Qwen3-VL on state and per-token
    labels;
 1. ``train``: protocol SFT from the warmed model;
-2. ``train --on-policy-episodes``: one DAgger round on the quoted progress, from the stage-1 model.
+2. ``train --on-policy-episodes --goal-swap-pairs``: one DAgger round on the quoted progress, with a
+   goal-swap pair in every batch, from the stage-1 model.
 
 The final model's ``training_summary.json`` nests the earlier stages' summaries and gains a
 ``recipe`` entry: each stage's wall-clock seconds, the total and whether it kept the budget
-(56.4 min measured on a 2-core machine, docs/default_model.md). Each stage's ``minutes`` is a
-guard on its optimisation loop, the shipped commands' own; a triggered guard is recorded as
-``stopped_early`` in that stage's summary.
+(the shipped model's run: 66.7 min on a 2-core machine, over budget; docs/default_model.md).
+Each stage's ``minutes`` is a guard on its optimisation loop, the shipped commands' own; a
+triggered guard is recorded as ``stopped_early`` in that stage's summary.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ WARMUP = dict(seed=0, episodes=300, passes=3, steps=1050, minutes=25.0, lr=3e-3,
 SFT = dict(seed=0, episodes=420, steps=2200, minutes=31.0, lr=1e-3, noise=12.0, p_noise=0.5, p_random=0.5,
            answer_weight=5.0, decision_weight=5.0, match_vision_scale=1.0, vision_lr_mult=0.3)
 ON_POLICY = dict(seed=1, episodes=300, on_policy_episodes=300, steps=1000, minutes=40.0, lr=5e-4, warmup=30,
-                 noise=12.0, p_noise=0.5, p_random=0.5, answer_weight=5.0, decision_weight=5.0, vision_lr_mult=0.3)
+                 noise=12.0, p_noise=0.5, p_random=0.5, answer_weight=5.0, decision_weight=5.0, vision_lr_mult=0.3,
+                 goal_swap_pairs=1, counterfactual_weight=200.0)
 
 
 def stages() -> list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any]]]:
