@@ -387,8 +387,16 @@ def test_examples_cache_holds_the_on_policy_examples_and_refuses_other_settings(
 
 
 def test_on_policy_examples_quote_what_the_model_itself_answered(tiny_model_dir: Path) -> None:
+    import torch
+
     specs = [D.EpisodeSpec("reach", "success", 5), D.EpisodeSpec("push", "hover", 6)]
-    examples, info = on_policy_examples(tiny_model_dir, specs, workers=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        examples, info = on_policy_examples(tiny_model_dir, specs, workers=1)
+        assert torch.get_num_threads() == 2  # building in this process leaves its thread count alone
+    finally:
+        torch.set_num_threads(threads)
     rollout = evaluate(str(tiny_model_dir), specs=specs)  # greedy: the same rollouts again
     quoted = [q for trace in rollout["traces"] for q in trace["quoted"]]
     assert info["examples"] == len(examples) == len(quoted) == 2 * 7
@@ -402,6 +410,11 @@ def test_on_policy_examples_quote_what_the_model_itself_answered(tiny_model_dir:
             assert examples[k].reply == D.answer_text(ep, prev_idx, cur_idx, quoted[k])
             assert examples[k].percent == D.percent_at(ep, cur_idx)
             k += 1
+    # Rendered and built by two worker processes: the same examples.
+    forked, _ = on_policy_examples(tiny_model_dir, specs, workers=2, chunk=8)
+    assert len(forked) == len(examples)
+    for a, b in zip(examples, forked):
+        assert a.input_ids.tolist() == b.input_ids.tolist() and np.array_equal(a.patches, b.patches)
 
 
 def test_image_dependence_swaps_images_and_scores_only_the_answer(builder: D.ExampleBuilder,

@@ -98,6 +98,7 @@ def evaluate(
     episodes: int = 24,
     seed: int = 1000,
     specs: Sequence[EpisodeSpec] | None = None,
+    rendered: Sequence[Episode] | None = None,
     n_frames: int = 60,
     fps: float = 15.0,
     rate_hz: float = 2.0,
@@ -107,7 +108,8 @@ def evaluate(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Score held-out episodes with ``model`` (a directory or a loaded ``TransformersBackend``)
-    through ``ProgressScorer`` (greedy) and return the metrics and per-episode traces."""
+    through ``ProgressScorer`` (greedy) and return the metrics and per-episode traces.
+    ``rendered``: the episodes of ``specs``, already rendered (``make_episode``), in their order."""
     from sole_r1_ros.protocol import GenerationSettings, load_protocol
     from sole_r1_ros.scorer import ProgressScorer
 
@@ -117,7 +119,10 @@ def evaluate(
     specs = list(specs) if specs is not None else evaluation_specs(episodes, seed)
     stride = fps / rate_hz
     t0 = time.perf_counter()
-    rendered = [make_episode(s, n_frames=n_frames, fps=fps) for s in specs]
+    if rendered is None:
+        rendered = [make_episode(s, n_frames=n_frames, fps=fps) for s in specs]
+    elif len(rendered) != len(specs):
+        raise ValueError(f"{len(rendered)} rendered episodes for {len(specs)} specs")
     render_s = time.perf_counter() - t0
 
     traces: list[dict[str, Any]] = []

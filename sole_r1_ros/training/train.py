@@ -14,6 +14,7 @@ the same data and the same initial weights (CPU float kernels may still differ i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -26,11 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from sole_r1_ros.training.dataset import (
+    Episode,
     EpisodeSpec,
     Example,
     ExampleBuilder,
@@ -98,35 +100,48 @@ def _episode_job(job: tuple[EpisodeSpec, int, int, float, float, float, float, b
                                  p_random=p_random, relabel=relabel, goal_swaps=goal_swaps))
 
 
+@contextlib.contextmanager
+def worker_map(model_dir: Path, workers: int) -> Iterator[Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]]:
+    """A ``map(fn, jobs)`` over ``workers`` forked processes that each hold an ``ExampleBuilder``
+    for ``model_dir`` in ``_WORKER["builder"]`` (with ``workers <= 1``, this process does), lazy
+    and in job order. The processes live as long as the context, so several maps share them."""
+    if workers <= 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        _worker_init(str(model_dir))
+        torch.set_num_threads(threads)  # the worker's one thread is for forked processes only
+        yield map
+        return
+    pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(str(model_dir),))
+    try:
+        yield lambda fn, jobs: pool.imap(fn, jobs, chunksize=2)
+    finally:
+        pool.close()
+        pool.join()
+
+
 def map_episodes(job_fn: Callable[[Any], list[Any]], jobs: list[Any], model_dir: Path, workers: int,
                  what: str = "examples", log_every: int = 50) -> list[Any]:
-    """``job_fn`` over per-episode ``jobs`` (``workers`` forked processes, each holding an
-    ``ExampleBuilder`` for ``model_dir`` in ``_WORKER["builder"]``), flattened in job order, with
+    """``job_fn`` over per-episode ``jobs`` (:func:`worker_map`), flattened in job order, with
     progress logged."""
     out: list[Any] = []
     t0 = time.perf_counter()
-    if workers <= 1:
-        _worker_init(str(model_dir))
-        results, pool = map(job_fn, jobs), None
-    else:
-        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(str(model_dir),))
-        results = pool.imap(job_fn, jobs, chunksize=2)
-    try:
-        for k, items in enumerate(results, 1):
+    with worker_map(model_dir, workers) as run:
+        for k, items in enumerate(run(job_fn, jobs), 1):
             out.extend(items)
             if k % log_every == 0 or k == len(jobs):
                 release_free_heap()
                 _log(f"data: {k}/{len(jobs)} episodes, {len(out)} {what}, {time.perf_counter() - t0:.0f} s")
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
     return out
 
 
-def _quoted_job(job: tuple[EpisodeSpec, list[tuple[int, int, int]]]) -> list[Example]:
-    spec, steps = job
-    ep = make_episode(spec)
+def _render_job(spec: EpisodeSpec) -> Episode:
+    return make_episode(spec)
+
+
+def _quoted_job(job: tuple[Episode, list[tuple[int, int, int]]]) -> list[Example]:
+    ep, steps = job
     return [_WORKER["builder"].build(ep, prev_idx, cur_idx, quoted) for prev_idx, cur_idx, quoted in steps]
 
 
@@ -137,19 +152,31 @@ def on_policy_examples(model_dir: Path, specs: list[EpisodeSpec], *, workers: in
     back) and build an example for every model call with the value the model itself quoted there,
     the reply again from the true state (so "went up from N%" is said against the model's own N).
     Episodes are scored ``chunk`` at a time (a multiple of evaluate's batch of 8, so the batches
-    are the same) to keep the rendered frames of only one chunk in memory."""
+    are the same) to keep the rendered frames of only one chunk in memory. Each chunk is rendered
+    once, by the ``workers`` processes, which then build its examples from the same frames."""
     from sole_r1_ros.training.evaluate import evaluate, trace_metrics
 
     backend = _load_backend(model_dir, device)
-    jobs, traces = [], []
-    for start in range(0, len(specs), chunk):
-        part = specs[start:start + chunk]
-        for spec, trace in zip(part, evaluate(backend, specs=part)["traces"]):
-            frames = trace["frames"]
-            jobs.append((spec, [(frames[k], frames[k + 1], int(q)) for k, q in enumerate(trace["quoted"])]))
-            traces.append(trace)
+    examples: list[Example] = []
+    traces: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with worker_map(model_dir, workers) as run:
+        for start in range(0, len(specs), chunk):
+            part = specs[start:start + chunk]
+            rendered = list(run(_render_job, part))
+            jobs = []
+            for ep, trace in zip(rendered, evaluate(backend, specs=part, rendered=rendered)["traces"]):
+                frames = trace["frames"]
+                jobs.append((ep, [(frames[k], frames[k + 1], int(q)) for k, q in enumerate(trace["quoted"])]))
+                traces.append(trace)
+            del rendered
+            for items in run(_quoted_job, jobs):
+                examples.extend(items)
+            del jobs
+            release_free_heap()
+            _log(f"data: {start + len(part)}/{len(specs)} episodes scored, {len(examples)} on-policy examples, "
+                 f"{time.perf_counter() - t0:.0f} s")
     backend.close()
-    examples = map_episodes(_quoted_job, jobs, model_dir, workers, what="on-policy examples")
     rollout = {k: round(float(v), 4) for k, v in trace_metrics(traces).items()}
     _log(f"on-policy rollouts of the initial model on {len(specs)} training episodes: {json.dumps(rollout)}")
     return examples, {"episodes": len(specs), "examples": len(examples), "rollout_metrics": rollout}
