@@ -56,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"plot: {out / 'scored' / 'plot.png'}")
         if not args.model:
             print("note: the built-in default model speaks the SOLE-R1 protocol but reads the images only coarsely "
-                  "(held-out AUROC 0.85-0.91, MAE 0.15-0.16: docs/default_model.md); point --model at a SOLE-R1 checkpoint "
-                  "for real estimates")
+                  "(held-out AUROC 0.85-0.91, MAE 0.15-0.16: docs/default_model.md); point --model at a SOLE-R1 "
+                  "checkpoint for real estimates")
     return code
 
 

@@ -425,18 +425,19 @@ class ExampleBuilder:
 
     def prompt_and_image(self, ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int) -> tuple[str, Any]:
         """The scorer's composite and prompt text for this step."""
-        roles = ep.roles
-        image = compose(ep.frames[0], ep.frames[prev_idx], ep.frames[cur_idx], roles, self.protocol.layout)
-        text = self.backend.prompt_text(self.messages(ep.goal, prev_percent, len(roles)))
-        return text, image
+        image = compose(ep.frames[0], ep.frames[prev_idx], ep.frames[cur_idx], ep.roles, self.protocol.layout)
+        return self.prompt_text(ep, prev_percent), image
+
+    def prompt_text(self, ep: Episode, prev_percent: int) -> str:
+        """The prompt text (the checkpoint's chat template) for a step of ``ep``."""
+        return self.backend.prompt_text(self.messages(ep.goal, prev_percent, len(ep.roles)))
 
     def prompt_ids(self, ep: Episode, prev_percent: int, image_tokens: int) -> np.ndarray:
         """The prompt tokens :meth:`build` gets from the processor, without rendering or processing
         the composite: the chat text tokenized with its one image placeholder expanded to
         ``image_tokens`` copies (the count an image of this size already produced), as the processor
         expands it. For a prompt whose image is already known, e.g. the same step under another goal."""
-        text = self.backend.prompt_text(self.messages(ep.goal, prev_percent, len(ep.roles)))
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(self.prompt_text(ep, prev_percent), add_special_tokens=False)["input_ids"]
         image_id = self.backend.model.config.image_token_id
         if ids.count(image_id) != 1:
             raise ValueError(f"the prompt holds {ids.count(image_id)} image placeholders, expected 1")
@@ -541,11 +542,11 @@ def goal_counterfactual(builder: ExampleBuilder, e: Example, relabelled: Episode
     of ``relabelled`` (the same episode, :func:`~sole_r1_ros.synth.episodes.relabel_goal`) with
     nothing else changed: the same composite and quoted previous progress, and ``e``'s reply up to
     the "." or "," after the name, the old goal colour's mentions replaced by the new one's (all
-    but the named object's). The composite is not rendered again: the prompt is
-    :meth:`ExampleBuilder.prompt_ids` with ``e``'s image token count. That token is made what the new goal makes true: "." if the named
+    but the named object's). That token is made what the new goal makes true: "." if the named
     object is now the goal's, "," (", not the …") if not, and it alone carries loss. Unlike the
     new goal's own true reply, whose words before the name (the gripper's motion relative to the
-    target) differ too, this changes only which block the goal names."""
+    target) differ too, this changes only which block the goal names. The composite is not
+    rendered again: the prompt is :meth:`ExampleBuilder.prompt_ids` with ``e``'s image token count."""
     if e.comparison_slots is None:
         raise ValueError("the example names no held or moved object")
     colour_pos, stop_pos, goal_colour = e.comparison_slots

@@ -136,10 +136,6 @@ def map_episodes(job_fn: Callable[[Any], list[Any]], jobs: list[Any], model_dir:
     return out
 
 
-def _render_job(spec: EpisodeSpec) -> Episode:
-    return make_episode(spec)
-
-
 def _quoted_job(job: tuple[Episode, list[tuple[int, int, int]]]) -> list[Example]:
     ep, steps = job
     return [_WORKER["builder"].build(ep, prev_idx, cur_idx, quoted) for prev_idx, cur_idx, quoted in steps]
@@ -163,7 +159,7 @@ def on_policy_examples(model_dir: Path, specs: list[EpisodeSpec], *, workers: in
     with worker_map(model_dir, workers) as run:
         for start in range(0, len(specs), chunk):
             part = specs[start:start + chunk]
-            rendered = list(run(_render_job, part))
+            rendered = list(run(make_episode, part))
             jobs = []
             for ep, trace in zip(rendered, evaluate(backend, specs=part, rendered=rendered)["traces"]):
                 frames = trace["frames"]
