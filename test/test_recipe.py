@@ -34,7 +34,8 @@ def test_recipe_runs_every_stage_and_records_its_timings(tmp_path: Path, monkeyp
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    summary = recipe.run_recipe(tmp_path / "model", threads=1, workers=1, overrides=SMALL)
+    summary = recipe.run_recipe(tmp_path / "model", threads=1, workers=1, overrides=SMALL,
+                                keep_stages=tmp_path / "stages")
 
     record = summary["recipe"]
     assert [s["stage"] for s in record["stages"]] == ["vision_warmup", "protocol_sft", "on_policy_sft"]
@@ -50,5 +51,9 @@ def test_recipe_runs_every_stage_and_records_its_timings(tmp_path: Path, monkeyp
     on_disk = json.loads((tmp_path / "model" / "training_summary.json").read_text(encoding="utf-8"))
     assert on_disk["recipe"] == record and on_disk["previous_stage"]["previous_stage"]["stage"] == "vision_warmup"
     assert TransformersBackend(ModelOptions(path=str(tmp_path / "model"), device="cpu")).model_type == "qwen3_vl"
-    assert not list(scratch.glob("sole_r1_*"))  # the intermediate stages are gone
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "scratch"]
+    assert not list(scratch.glob("sole_r1_*"))  # the intermediate stages are gone from the scratch space
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "scratch", "stages"]
+    # ... and kept where asked
+    assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == ["protocol_sft", "vision_warmup"]
+    kept = json.loads((tmp_path / "stages" / "protocol_sft" / "training_summary.json").read_text(encoding="utf-8"))
+    assert kept == summary["previous_stage"]

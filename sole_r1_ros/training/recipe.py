@@ -54,9 +54,10 @@ def stages() -> list[tuple[str, Callable[..., dict[str, Any]], dict[str, Any]]]:
 
 def run_recipe(out: Path, *, threads: int = 2, workers: int = 2, device: str = "cpu",
                overrides: dict[str, dict[str, Any]] | None = None,
-               budget_minutes: float = BUDGET_MINUTES) -> dict[str, Any]:
+               budget_minutes: float = BUDGET_MINUTES, keep_stages: Path | None = None) -> dict[str, Any]:
     """Run every stage into ``out`` (written atomically by the last stage); ``overrides`` maps a
-    stage name to settings that replace its own (smaller runs). Returns the final summary."""
+    stage name to settings that replace its own (smaller runs); ``keep_stages``: also keep each
+    earlier stage's model there, under the stage's name. Returns the final summary."""
     plan = stages()
     unknown = set(overrides or {}) - {name for name, _, _ in plan}
     if unknown:
@@ -75,6 +76,8 @@ def run_recipe(out: Path, *, threads: int = 2, workers: int = 2, device: str = "
             t0 = time.perf_counter()
             fn(target, init_dir=init, threads=threads, workers=workers, device=device, **settings)
             timings.append({"stage": name, "seconds": round(time.perf_counter() - t0, 1), "settings": settings})
+            if keep_stages is not None and target != out:  # copied outside the timed stage
+                shutil.copytree(target, Path(keep_stages) / name, dirs_exist_ok=True)
             init = target
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -100,10 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads for every stage")
     p.add_argument("--workers", type=int, default=2, help="processes for data synthesis")
     p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
+    p.add_argument("--keep-stages", type=Path, default=None, metavar="DIR",
+                   help="also keep the earlier stages' models in DIR/<stage name> (by default they are deleted)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    run_recipe(args.out, threads=args.threads, workers=args.workers, device=args.device)
+    run_recipe(args.out, threads=args.threads, workers=args.workers, device=args.device,
+               keep_stages=args.keep_stages)
     return 0
 
 

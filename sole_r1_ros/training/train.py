@@ -194,6 +194,11 @@ def weighted_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     import torch.nn.functional as F
 
     weights = batch.pop("weights")
+    mask = batch["attention_mask"]
+    if torch.equal(mask, (torch.arange(mask.shape[1], device=mask.device) < mask.sum(1, keepdim=True)).long()):
+        # right padding: causal masking alone keeps every real token off the pads after it, and an
+        # all-ones mask lets attention take its causal fast path (pad positions carry no loss)
+        batch = {**batch, "attention_mask": torch.ones_like(mask)}
     out = model(**batch)
     logits = out.logits[:, :-1].float()
     target = batch["input_ids"][:, 1:]
