@@ -54,14 +54,7 @@ def main() -> None:
 
     def step(batch: dict[str, Any], padding_mask: bool) -> tuple[float, float]:
         t0 = time.perf_counter()
-        if padding_mask:  # the loss of weighted_loss, with the batch's own mask
-            b = dict(batch)
-            w = b.pop("weights")[:, 1:]
-            ce = torch.nn.functional.cross_entropy(model(**b).logits[:, :-1].float().transpose(1, 2),
-                                                   b["input_ids"][:, 1:], reduction="none")
-            loss = (ce * w).sum() / w.sum()
-        else:
-            loss = weighted_loss(model, dict(batch))[0]
+        loss = weighted_loss(model, dict(batch), causal_fast_path=not padding_mask)[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -343,6 +343,8 @@ def test_weighted_loss_drops_the_padding_mask_only_where_padding_is_on_the_right
         assert torch.allclose(token_losses(left), reference, atol=1e-4)
         for batch in (right, left):
             assert float(weighted_loss(backend.model, dict(batch))[0]) == pytest.approx(loss(reference, right), rel=1e-5)
+        masked = float(weighted_loss(backend.model, dict(right), causal_fast_path=False)[0])
+        assert masked == pytest.approx(loss(reference, right), rel=1e-5)
         # the check can fail: dropping the mask of a left-padded batch lets real tokens see the pads
         unmasked = token_losses(dict(left, attention_mask=torch.ones_like(left["attention_mask"])))
         assert float((unmasked - reference).abs().max()) > 1e-3  # 1e-2 here; masked ones agree to 1e-6

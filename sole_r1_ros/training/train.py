@@ -188,14 +188,15 @@ def build_examples(model_dir: Path, specs: list[EpisodeSpec], seed: int, *, pass
     return map_episodes(_episode_job, jobs, model_dir, workers)
 
 
-def weighted_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
-    """Mean cross-entropy over reply tokens (per-token weights); also the unweighted mean."""
+def weighted_loss(model: Any, batch: dict[str, Any], causal_fast_path: bool = True) -> tuple[Any, Any]:
+    """Mean cross-entropy over reply tokens (per-token weights); also the unweighted mean.
+    ``causal_fast_path=False`` keeps the padding mask of a right-padded batch (benchmarks only)."""
     import torch
     import torch.nn.functional as F
 
     weights = batch.pop("weights")
     mask = batch["attention_mask"]
-    if torch.equal(mask, (torch.arange(mask.shape[1], device=mask.device) < mask.sum(1, keepdim=True)).long()):
+    if causal_fast_path and torch.equal(mask, (torch.arange(mask.shape[1], device=mask.device) < mask.sum(1, keepdim=True)).long()):
         # right padding: causal masking alone keeps every real token off the pads after it, and an
         # all-ones mask lets attention take its causal fast path (pad positions carry no loss)
         batch = {**batch, "attention_mask": torch.ones_like(mask)}
