@@ -242,6 +242,19 @@ def _meets(value: float, op: str, target: float) -> bool:
     return value >= target if op == ">=" else value <= target
 
 
+def target_shortfall(metrics: dict[str, float]) -> float:
+    """How far the headline metrics are from their :data:`TARGETS`, summed (0 when all are met;
+    a missing or nan metric counts 1): the score model selection minimises."""
+    total = 0.0
+    for name, (op, target) in TARGETS.items():
+        value = float(metrics.get(name, float("nan")))
+        if value != value:
+            total += 1.0
+        else:
+            total += max(0.0, target - value) if op == ">=" else max(0.0, value - target)
+    return total
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Markdown table of the headline metrics against the targets."""
     names = {"voc": "VOC (Spearman, successful episodes)", "mae": "MAE vs true progress",

@@ -45,6 +45,7 @@ from sole_r1_ros.training.dataset import (
     training_specs,
 )
 from sole_r1_ros.training.heap import release_free_heap
+from sole_r1_ros.training.selection import CheckpointSelector
 
 # Architecture of the shipped default model (see docs/default_model.md).
 ARCH = {
@@ -295,9 +296,15 @@ def train(
     goal_relabel: float = 0.0,
     goal_swap_pairs: int = 0,
     counterfactual_weight: float | None = None,
+    select_episodes: int = 0,
+    select_every: int = 100,
+    select_from: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Run the whole recipe; returns the training summary (also written as ``training_summary.json``)."""
+    """Run the whole recipe; returns the training summary (also written as ``training_summary.json``).
+    ``select_episodes`` > 0: score the model free-running on that many validation episodes every
+    ``select_every`` steps from ``select_from`` on and after the last step, and save the best
+    (``selection.CheckpointSelector``); 0 saves the last step's weights."""
     import torch
 
     if on_policy_episodes > 0 and not init_dir:
@@ -346,6 +353,7 @@ def train(
         examples = [e for e in examples if e.twin is None]
         val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
         val = build_examples(model_dir, val_specs, seed + 1, noise=0.0, workers=1 if len(val_specs) < 4 else workers)
+        selector = CheckpointSelector(select_episodes, select_every, select_from) if select_episodes > 0 else None
         data_s = time.perf_counter() - t_start
         _log(f"data ready: {len(examples)} train / {len(val)} val examples in {data_s:.0f} s")
 
@@ -408,6 +416,8 @@ def train(
             if checkpoint_every and step > 0 and step % checkpoint_every == 0:
                 save_model(backend, out.parent / f"{out.name}.checkpoint", {"checkpoint_step.json": {"step": step}})
                 model.train()
+            if selector is not None and selector.due(step + 1):
+                _log(f"selection candidate: {json.dumps(selector.consider(backend, step + 1))}")
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             if step % log_every == 0 or step == steps - 1:
                 entry = {"step": step, "loss": round(value, 4), "loss_ema": round(ema, 4),
@@ -418,6 +428,10 @@ def train(
                 log.append(entry)
                 _log(json.dumps(entry))
         final_steps = step + (0 if stopped_early else 1)
+        if selector is not None:
+            if not selector.scored(final_steps):
+                _log(f"selection candidate: {json.dumps(selector.consider(backend, final_steps))}")
+            _log(f"selection: the weights after step {selector.restore_best(model)} of {final_steps} are saved")
         val_loss = validation_loss(model, builder, val, batch_size)
         val_random_prev = build_examples(model_dir, val_specs, seed + 1, noise=0.0, p_random=1.0,
                                          workers=1 if len(val_specs) < 4 else workers)
@@ -434,6 +448,7 @@ def train(
             "outcome_weights": outcome_weights or None, "on_policy": on_policy or None, "goal_relabel": goal_relabel,
             "goal_swap_pairs": goal_swap_pairs, "goal_swap_pairs_built": len(pairs),
             "counterfactual_weight": counterfactual_weight,
+            "selection": selector.summary() if selector is not None else None,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
@@ -658,6 +673,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counterfactual-weight", type=float, default=None, metavar="W",
                    help="loss weight of the one token a counterfactual row trains (--colour-counterfactuals, "
                         "--goal-swap-pairs); default: --comparison-weight")
+    p.add_argument("--select-episodes", type=int, default=0, metavar="N",
+                   help="score the model free-running on N validation episodes (seeds 800000 on, held out from "
+                        "training and evaluation) at candidate steps and save the best (0: the last step's)")
+    p.add_argument("--select-every", type=int, default=100, metavar="K", help="candidate steps: every K steps")
+    p.add_argument("--select-from", type=int, default=0, metavar="STEP", help="first candidate step")
     p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
     if args.goal_swap_pairs < 0:
@@ -681,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
           outcome_weights=args.outcome_weights,
           on_policy_episodes=args.on_policy_episodes, goal_relabel=args.goal_relabel,
           goal_swap_pairs=args.goal_swap_pairs, counterfactual_weight=args.counterfactual_weight,
+          select_episodes=args.select_episodes, select_every=args.select_every, select_from=args.select_from,
           device=args.device)
     return 0
 
