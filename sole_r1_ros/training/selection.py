@@ -26,7 +26,7 @@ class CheckpointSelector:
         self.every, self.start, self.seed = every, start, seed
         self.specs = evaluation_specs(episodes, seed)
         self.rendered = [make_episode(s) for s in self.specs]
-        self.candidates: list[dict[str, Any]] = []
+        self._records: dict[int, dict[str, Any]] = {}  # step -> candidate record, in scoring order
         self._best_key: tuple[float, float, int] | None = None
         self._best_state: dict[str, Any] | None = None
         self.chosen_step: int | None = None
@@ -38,16 +38,20 @@ class CheckpointSelector:
 
     def scored(self, steps_done: int) -> bool:
         """Whether the model after ``steps_done`` steps has been scored already."""
-        return any(c["step"] == steps_done for c in self.candidates)
+        return steps_done in self._records
+
+    @property
+    def candidates(self) -> list[dict[str, Any]]:
+        """Every scored candidate's record, in the order they were scored."""
+        return list(self._records.values())
 
     def consider(self, backend: Any, steps_done: int) -> dict[str, Any]:
         """Score ``backend``'s model as it is now; keep its weights if they are the best so far.
         Returns the candidate's record (step, headline metrics, shortfall)."""
-        from sole_r1_ros.training.evaluate import evaluate, target_shortfall
+        from sole_r1_ros.training.evaluate import TARGETS, evaluate, target_shortfall
 
-        for record in self.candidates:
-            if record["step"] == steps_done:
-                return record
+        if steps_done in self._records:
+            return self._records[steps_done]
         model = backend.model
         was_training = model.training
         model.eval()
@@ -55,10 +59,11 @@ class CheckpointSelector:
             result = evaluate(backend, specs=self.specs, rendered=self.rendered)
         finally:
             model.train(was_training)
-        metrics = {k: round(float(result[k]), 4) for k in ("voc", "mae", "auroc", "hacking_final", "parse_rate")}
-        record = {"step": steps_done, **metrics, "shortfall": round(target_shortfall(result), 4)}
-        self.candidates.append(record)
-        key = (target_shortfall(result), float(result["mae"]), -steps_done)
+        shortfall = target_shortfall(result)
+        record = {"step": steps_done, **{k: round(float(result[k]), 4) for k in TARGETS},
+                  "shortfall": round(shortfall, 4)}
+        self._records[steps_done] = record
+        key = (shortfall, float(result["mae"]), -steps_done)
         if self._best_key is None or key < self._best_key:
             self._best_key = key
             self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
