@@ -236,23 +236,22 @@ def _mae(traces: Sequence[dict[str, Any]]) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
-def _meets(value: float, op: str, target: float) -> bool:
+def _distance_to_target(value: float, op: str, target: float) -> float:
+    """How far ``value`` is from meeting ``op target`` (0 when it meets it; nan counts 1)."""
     if value != value:  # nan
-        return False
-    return value >= target if op == ">=" else value <= target
+        return 1.0
+    return max(0.0, target - value) if op == ">=" else max(0.0, value - target)
+
+
+def _meets(value: float, op: str, target: float) -> bool:
+    return _distance_to_target(value, op, target) == 0.0
 
 
 def target_shortfall(metrics: dict[str, float]) -> float:
     """How far the headline metrics are from their :data:`TARGETS`, summed (0 when all are met;
     a missing or nan metric counts 1): the score model selection minimises."""
-    total = 0.0
-    for name, (op, target) in TARGETS.items():
-        value = float(metrics.get(name, float("nan")))
-        if value != value:
-            total += 1.0
-        else:
-            total += max(0.0, target - value) if op == ">=" else max(0.0, value - target)
-    return total
+    return sum(_distance_to_target(float(metrics.get(name, float("nan"))), op, target)
+               for name, (op, target) in TARGETS.items())
 
 
 def format_table(result: dict[str, Any]) -> str:
