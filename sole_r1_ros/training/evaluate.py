@@ -404,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--comparison-probe", action="store_true",
                    help="also report, teacher-forced on the same episodes, whether the model's ', not' follows the "
                         "colour it names, the block the goal names, or other cues (comparison_probe)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="also print each metric's 95%% interval from N resamples of the episodes (training.bootstrap)")
     p.add_argument("--image-dependence", type=int, default=0, metavar="N",
                    help="also report the answer loss with true vs swapped images on N held-out episodes")
     args = p.parse_args(argv)
@@ -416,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(result))
     print(f"\n{result['episodes']} episodes ({result['success_episodes']} successful, {result['hacking_episodes']} "
           f"hacking), {result['model_calls']} model calls, scoring {result['score_seconds']} s")
+    if args.bootstrap > 0:
+        from sole_r1_ros.training.bootstrap import metric_intervals
+
+        result["intervals"] = metric_intervals(result["traces"], resamples=args.bootstrap)
+        print("95% intervals over the episodes (bootstrap within each outcome): " + ", ".join(
+            f"{m} [{d['low']:.3f}, {d['high']:.3f}]" for m, d in result["intervals"].items()))
     if args.true_quotes:
         result["true_quotes"] = true_quote_error(args.model, episodes=args.episodes, seed=args.seed,
                                                  max_new_tokens=args.max_new_tokens, device=args.device)

@@ -44,6 +44,7 @@ from sole_r1_ros.training.dataset import (
     parse_weights,
     training_specs,
 )
+from sole_r1_ros.training.averaging import WeightAverage
 from sole_r1_ros.training.heap import release_free_heap
 from sole_r1_ros.training.selection import CheckpointSelector
 
@@ -299,16 +300,21 @@ def train(
     select_episodes: int = 0,
     select_every: int = 100,
     select_from: int = 0,
+    weight_average: float = 0.0,
+    weight_average_from: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``).
     ``select_episodes`` > 0: score the model free-running on that many validation episodes every
     ``select_every`` steps from ``select_from`` on and after the last step, and save the best
-    (``selection.CheckpointSelector``); 0 saves the last step's weights."""
+    (``selection.CheckpointSelector``); 0 saves the last step's weights. ``weight_average`` > 0:
+    save (and score as candidates) the moving average of the weights with that decay, taken from
+    step ``weight_average_from`` on (``averaging.WeightAverage``) instead of the live weights."""
     import torch
 
     if on_policy_episodes > 0 and not init_dir:
         raise ValueError("on-policy examples need a trained initial model (--init)")
+    average = WeightAverage(weight_average, weight_average_from) if weight_average > 0 else None
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -412,12 +418,15 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            if average is not None:
+                average.update(model, step + 1)
             value = float(plain)
             if checkpoint_every and step > 0 and step % checkpoint_every == 0:
                 save_model(backend, out.parent / f"{out.name}.checkpoint", {"checkpoint_step.json": {"step": step}})
                 model.train()
             if selector is not None and selector.due(step + 1):
-                _log(f"selection candidate: {json.dumps(selector.consider(backend, step + 1))}")
+                with _averaged(average, model):
+                    _log(f"selection candidate: {json.dumps(selector.consider(backend, step + 1))}")
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             if step % log_every == 0 or step == steps - 1:
                 entry = {"step": step, "loss": round(value, 4), "loss_ema": round(ema, 4),
@@ -430,8 +439,14 @@ def train(
         final_steps = step + (0 if stopped_early else 1)
         if selector is not None:
             if not selector.scored(final_steps):
-                _log(f"selection candidate: {json.dumps(selector.consider(backend, final_steps))}")
+                with _averaged(average, model):
+                    _log(f"selection candidate: {json.dumps(selector.consider(backend, final_steps))}")
             _log(f"selection: the weights after step {selector.restore_best(model)} of {final_steps} are saved")
+        elif average is not None and average.active:
+            average.copy_to(model)
+            _log(f"weight average (decay {weight_average}, {average.updates} steps) is saved")
+        elif average is not None:
+            _log(f"weight average: none, the stage stopped before step {weight_average_from}; the last weights are saved")
         val_loss = validation_loss(model, builder, val, batch_size)
         val_random_prev = build_examples(model_dir, val_specs, seed + 1, noise=0.0, p_random=1.0,
                                          workers=1 if len(val_specs) < 4 else workers)
@@ -449,6 +464,7 @@ def train(
             "goal_swap_pairs": goal_swap_pairs, "goal_swap_pairs_built": len(pairs),
             "counterfactual_weight": counterfactual_weight,
             "selection": selector.summary() if selector is not None else None,
+            "weight_average": average.summary() if average is not None else None,
             "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
@@ -462,6 +478,11 @@ def train(
         return summary
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _averaged(average: WeightAverage | None, model: Any) -> contextlib.AbstractContextManager[None]:
+    """The weight average in ``model`` for a ``with`` block when there is one, else the live weights."""
+    return average.applied(model) if average is not None and average.active else contextlib.nullcontext()
 
 
 def optimizer_groups(model: Any, scaled: dict[str, float], vision_lr_mult: float) -> list[dict[str, Any]]:
@@ -678,8 +699,15 @@ def main(argv: list[str] | None = None) -> int:
                         "training and evaluation) at candidate steps and save the best (0: the last step's)")
     p.add_argument("--select-every", type=int, default=100, metavar="K", help="candidate steps: every K steps")
     p.add_argument("--select-from", type=int, default=0, metavar="STEP", help="first candidate step")
+    p.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
+                   help="save the exponential moving average of the weights with this decay (e.g. 0.99: about the "
+                        "last 100 steps) instead of the last step's weights; 0: off")
+    p.add_argument("--weight-average-from", type=int, default=0, metavar="STEP",
+                   help="first step folded into the weight average")
     p.add_argument("--device", default="cpu", help="torch device for training (data synthesis stays on the CPU)")
     args = p.parse_args(argv)
+    if not 0.0 <= args.weight_average < 1.0:
+        p.error("--weight-average must be in [0, 1)")
     if args.goal_swap_pairs < 0:
         p.error("--goal-swap-pairs must be >= 0")
     if not 0.0 <= args.goal_relabel <= 1.0:
@@ -702,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
           on_policy_episodes=args.on_policy_episodes, goal_relabel=args.goal_relabel,
           goal_swap_pairs=args.goal_swap_pairs, counterfactual_weight=args.counterfactual_weight,
           select_episodes=args.select_episodes, select_every=args.select_every, select_from=args.select_from,
-          device=args.device)
+          weight_average=args.weight_average, weight_average_from=args.weight_average_from, device=args.device)
     return 0
 
 
