@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,10 +32,22 @@ def _strata(traces: Sequence[dict[str, Any]]) -> list[np.ndarray]:
     return [np.array([k for k, t in enumerate(traces) if t["outcome"] == o]) for o in outcomes]
 
 
-def _resampled(traces: Sequence[dict[str, Any]], resamples: int, seed: int) -> list[np.ndarray]:
+def _bootstrap(traces: Sequence[dict[str, Any]], statistic: Callable[[Sequence[int]], dict[str, float]], *,
+               resamples: int, seed: int, level: float) -> dict[str, dict[str, float]]:
+    """Per headline metric: ``statistic`` of all episodes and its percentile interval over
+    ``resamples`` draws of the episode indices (with replacement, within each outcome)."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
     rng = np.random.default_rng(seed)
     strata = _strata(traces)
-    return [np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata]) for _ in range(resamples)]
+    draws: dict[str, list[float]] = {m: [] for m in METRICS}
+    for _ in range(resamples):
+        sample = statistic(np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata]).tolist())
+        for m in METRICS:
+            draws[m].append(sample[m])
+    point = statistic(range(len(traces)))
+    return {m: {"value": point[m], "low": lo, "high": hi}
+            for m in METRICS for lo, hi in [_interval(draws[m], level)]}
 
 
 def _interval(values: list[float], level: float) -> tuple[float, float]:
@@ -49,16 +61,8 @@ def _interval(values: list[float], level: float) -> tuple[float, float]:
 def metric_intervals(traces: Sequence[dict[str, Any]], *, resamples: int = 2000, seed: int = 0,
                      level: float = 0.95) -> dict[str, dict[str, float]]:
     """Per headline metric: its value on ``traces`` and the bootstrap percentile interval."""
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    point = trace_metrics(traces)
-    draws: dict[str, list[float]] = {m: [] for m in METRICS}
-    for idx in _resampled(traces, resamples, seed):
-        sample = trace_metrics([traces[k] for k in idx])
-        for m in METRICS:
-            draws[m].append(sample[m])
-    return {m: {"value": point[m], "low": lo, "high": hi}
-            for m in METRICS for lo, hi in [_interval(draws[m], level)]}
+    return _bootstrap(traces, lambda idx: trace_metrics([traces[k] for k in idx]),
+                      resamples=resamples, seed=seed, level=level)
 
 
 def _aligned(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,14 +80,12 @@ def paired_differences(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]],
                        seed: int = 0, level: float = 0.95) -> dict[str, dict[str, float]]:
     """Per headline metric: B minus A on the same episodes, with the paired bootstrap interval."""
     b = _aligned(a, b)
-    pa, pb = trace_metrics(a), trace_metrics(b)
-    draws: dict[str, list[float]] = {m: [] for m in METRICS}
-    for idx in _resampled(a, resamples, seed):
+
+    def difference(idx: Sequence[int]) -> dict[str, float]:
         sa, sb = trace_metrics([a[k] for k in idx]), trace_metrics([b[k] for k in idx])
-        for m in METRICS:
-            draws[m].append(sb[m] - sa[m])
-    return {m: {"value": pb[m] - pa[m], "low": lo, "high": hi}
-            for m in METRICS for lo, hi in [_interval(draws[m], level)]}
+        return {m: sb[m] - sa[m] for m in METRICS}
+
+    return _bootstrap(a, difference, resamples=resamples, seed=seed, level=level)
 
 
 def _row(name: str, d: dict[str, float], signed: bool) -> str:
