@@ -49,14 +49,9 @@ class WeightAverage:
 
     def copy_to(self, model: Any) -> None:
         """Replace the model's parameters by the average (the live weights are lost)."""
-        import torch
-
         if self._average is None:
             raise RuntimeError(f"no average yet: it starts after step {self.start}")
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if n in self._average:
-                    p.copy_(self._average[n])
+        _copy_into(model, self._average)
 
     @contextlib.contextmanager
     def applied(self, model: Any) -> Iterator[None]:
@@ -67,13 +62,18 @@ class WeightAverage:
         try:
             yield
         finally:
-            import torch
-
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in live:
-                        p.copy_(live[n])
+            _copy_into(model, live)
 
     def summary(self) -> dict[str, Any]:
         """What the stage's ``training_summary.json`` records under ``weight_average``."""
         return {"decay": self.decay, "start": self.start, "updates": self.updates}
+
+
+def _copy_into(model: Any, tensors: dict[str, Any]) -> None:
+    """Copy ``tensors`` (parameter name -> tensor) into the model's parameters of those names."""
+    import torch
+
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in tensors:
+                p.copy_(tensors[n])
