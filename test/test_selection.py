@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from sole_r1_ros.backend import ModelOptions, TransformersBackend
-from sole_r1_ros.training.dataset import evaluation_specs
+from sole_r1_ros.training.dataset import HELD_OUT_SETS, check_not_held_out, evaluation_specs
+from sole_r1_ros.training.rlvr import rl_episode_specs
 from sole_r1_ros.training.evaluate import TARGETS, evaluate, target_shortfall
 from sole_r1_ros.training.selection import SELECTION_SEED, CheckpointSelector
 from sole_r1_ros.training.train import train
@@ -28,11 +29,25 @@ def test_target_shortfall_sums_the_distance_to_each_target() -> None:
 
 
 def test_selection_episodes_are_held_out_from_the_evaluation_sets() -> None:
-    seeds = {s.seed for s in evaluation_specs(48, SELECTION_SEED)}
-    assert not seeds & set(range(1000, 1024)) and not seeds & set(range(2000, 2048))
-    # The recipe's training episodes (docs/default_model.md): SFT 0 on, stage 2 100 000 on, their
-    # validation steps 190 000 and 290 000 on, the warm-up 500 000 on, stage 2's rollouts 600 000 on.
-    assert {seed // 100_000 for seed in seeds} == {8}
+    seeds = {s.seed for s in evaluation_specs(96, SELECTION_SEED)}
+    for first, count in HELD_OUT_SETS:
+        assert not seeds & set(range(first, first + count))
+    # The recipe's episodes (seeds 0 and 1): SFT 0 on, stage 2 100 000 on, their validation steps
+    # 190 000 and 290 000 on, stage 2's rollouts 600 000 on, the warm-up 500 000 on, its probe's
+    # validation 800 000 on.
+    assert {seed // 100_000 for seed in seeds} == {9}
+    with pytest.raises(ValueError, match="overlap the held-out set 800000..800047"):
+        CheckpointSelector(4, 100, seed=800_040)
+    with pytest.raises(ValueError, match="overlap the held-out set 1000..1023"):
+        CheckpointSelector(10, 100, seed=995)
+
+
+def test_the_rl_stage_learns_from_no_held_out_episode() -> None:
+    seeds = [s.seed for s in rl_episode_specs(150, 0)]  # the rlvr CLI's defaults
+    assert seeds == list(range(1_800_000, 1_800_150))
+    # where they were until 2026-11-30: the third held-out set's seeds
+    with pytest.raises(ValueError, match="RL episode seeds 800000..800149 overlap the held-out set 800000..800047"):
+        check_not_held_out(range(800_000, 800_150), "RL episode")
 
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "config.json").is_file(), reason="no shipped default model")

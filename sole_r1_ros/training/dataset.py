@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,6 +323,20 @@ def parse_weights(text: str) -> dict[str, float]:
         if not sep:
             raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT, got {item!r}")
     return out
+
+
+# The model card's held-out sets as (first seed, episodes): 24 from 1000, 48 from 2000, 48 from 800 000.
+HELD_OUT_SETS = ((1000, 24), (2000, 48), (800_000, 48))
+
+
+def check_not_held_out(seeds: Iterable[int], what: str) -> None:
+    """Raise ``ValueError`` if any of ``seeds`` (episodes a stage learns or selects from) is in one
+    of the held-out sets, whose metrics would then be biased."""
+    seeds = set(seeds)
+    for first, count in HELD_OUT_SETS:
+        if seeds & set(range(first, first + count)):
+            raise ValueError(f"{what} seeds {min(seeds)}..{max(seeds)} overlap the held-out set "
+                             f"{first}..{first + count - 1}: choose another seed")
 
 
 def evaluation_specs(n_episodes: int, seed: int = 1000) -> list[EpisodeSpec]:

@@ -27,7 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from sole_r1_ros.answer_parser import ParsedAnswer, parse_answer
-from sole_r1_ros.training.dataset import EpisodeSpec, Example, ExampleBuilder, collate, parse_weights, training_specs
+from sole_r1_ros.training.dataset import (
+    EpisodeSpec, Example, ExampleBuilder, check_not_held_out, collate, parse_weights, training_specs,
+)
 from sole_r1_ros.training.train import (
     _load_backend,
     _log,
@@ -129,6 +131,16 @@ def grpo_loss(logp: Any, mask: Any, advantages: Any, ref_logp: Any | None, kl_co
     return (pg + kl_coef * kl) / n_tokens, kl.detach()
 
 
+def rl_episode_specs(episodes: int, seed: int, outcome_weights: Any = None, kind_weights: Any = None) -> list[EpisodeSpec]:
+    """The episodes whose free-running states the RL stage learns from: seeds 1 800 000 on for
+    seed 0 (until 2026-11-30 they were 800 000 on, the third held-out set's); refused if they
+    reach a held-out set."""
+    specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 1_400_000)
+             for s in training_specs(episodes, seed + 4, outcome_weights, kind_weights=kind_weights)]
+    check_not_held_out((s.seed for s in specs), "RL episode")
+    return specs
+
+
 def rlvr(
     init_dir: Path,
     out: Path,
@@ -160,8 +172,7 @@ def rlvr(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     random.seed(seed)
-    specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 400_000)
-             for s in training_specs(episodes, seed + 4, outcome_weights, kind_weights=kind_weights)]
+    specs = rl_episode_specs(episodes, seed, outcome_weights, kind_weights)
     states, on_policy = on_policy_examples(Path(init_dir), specs, workers=workers)
     if not states:
         raise ValueError("the rollouts gave no model calls to learn from")

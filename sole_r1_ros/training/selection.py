@@ -4,17 +4,18 @@ Every ``every`` steps from step ``start`` on (and after the last step), the mode
 set of validation episodes the way the node runs it (``evaluate``: production scorer, greedy, its
 own answers fed back), and the weights with the smallest :func:`~sole_r1_ros.training.evaluate.target_shortfall`
 (ties: smaller MAE, then the later step) are kept. The stage saves those. The validation episodes'
-seeds (``SELECTION_SEED`` on) are used by no training stage and by neither held-out set of
-``evaluate`` (seeds 1000 and 2000 on), so the held-out metrics of the chosen model stay unbiased.
+seeds (``SELECTION_SEED`` on) are used by no training stage and by none of the held-out sets the
+model card reports (``dataset.HELD_OUT_SETS``, refused), so the held-out metrics of the chosen model stay
+unbiased.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sole_r1_ros.training.dataset import evaluation_specs, make_episode
+from sole_r1_ros.training.dataset import check_not_held_out, evaluation_specs, make_episode
 
-SELECTION_SEED = 800_000
+SELECTION_SEED = 900_000
 
 
 class CheckpointSelector:
@@ -25,6 +26,7 @@ class CheckpointSelector:
             raise ValueError(f"selection needs episodes >= 1 and every >= 1, got {episodes} and {every}")
         self.every, self.start, self.seed = every, start, seed
         self.specs = evaluation_specs(episodes, seed)
+        check_not_held_out((s.seed for s in self.specs), "selection")
         self.rendered = [make_episode(s) for s in self.specs]
         self._records: dict[int, dict[str, Any]] = {}  # step -> candidate record, in scoring order
         self._best_key: tuple[float, float, int] | None = None

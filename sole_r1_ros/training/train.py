@@ -46,7 +46,7 @@ from sole_r1_ros.training.dataset import (
 )
 from sole_r1_ros.training.averaging import WeightAverage
 from sole_r1_ros.training.heap import release_free_heap
-from sole_r1_ros.training.selection import CheckpointSelector
+from sole_r1_ros.training.selection import SELECTION_SEED, CheckpointSelector
 
 # Architecture of the shipped default model (see docs/default_model.md).
 ARCH = {
@@ -300,14 +300,15 @@ def train(
     select_episodes: int = 0,
     select_every: int = 100,
     select_from: int = 0,
+    select_seed: int = SELECTION_SEED,
     weight_average: float = 0.0,
     weight_average_from: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``).
     ``select_episodes`` > 0: score the model free-running on that many validation episodes every
-    ``select_every`` steps from ``select_from`` on and after the last step, and save the best
-    (``selection.CheckpointSelector``); 0 saves the last step's weights. ``weight_average`` > 0:
+    ``select_every`` steps from ``select_from`` on and after the last step (episode seeds
+    ``select_seed`` on), and save the best (``selection.CheckpointSelector``); 0 saves the last step's weights. ``weight_average`` > 0:
     save (and score as candidates) the moving average of the weights with that decay, taken from
     step ``weight_average_from`` on (``averaging.WeightAverage``) instead of the live weights."""
     import torch
@@ -359,7 +360,7 @@ def train(
         examples = [e for e in examples if e.twin is None]
         val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
         val = build_examples(model_dir, val_specs, seed + 1, noise=0.0, workers=1 if len(val_specs) < 4 else workers)
-        selector = CheckpointSelector(select_episodes, select_every, select_from) if select_episodes > 0 else None
+        selector = CheckpointSelector(select_episodes, select_every, select_from, seed=select_seed) if select_episodes > 0 else None
         data_s = time.perf_counter() - t_start
         _log(f"data ready: {len(examples)} train / {len(val)} val examples in {data_s:.0f} s")
 
@@ -695,10 +696,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="loss weight of the one token a counterfactual row trains (--colour-counterfactuals, "
                         "--goal-swap-pairs); default: --comparison-weight")
     p.add_argument("--select-episodes", type=int, default=0, metavar="N",
-                   help="score the model free-running on N validation episodes (seeds 800000 on, held out from "
-                        "training and evaluation) at candidate steps and save the best (0: the last step's)")
+                   help="score the model free-running on N validation episodes (seeds --select-seed on, held out "
+                        "from training and evaluation) at candidate steps and save the best (0: the last step's)")
     p.add_argument("--select-every", type=int, default=100, metavar="K", help="candidate steps: every K steps")
     p.add_argument("--select-from", type=int, default=0, metavar="STEP", help="first candidate step")
+    p.add_argument("--select-seed", type=int, default=SELECTION_SEED, metavar="SEED",
+                   help=f"first validation episode seed (default {SELECTION_SEED}; the model card's held-out sets "
+                        "start at 1000, 2000 and 800000)")
     p.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
                    help="save the exponential moving average of the weights with this decay (e.g. 0.99: about the "
                         "last 100 steps) instead of the last step's weights; 0: off")
@@ -730,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
           on_policy_episodes=args.on_policy_episodes, goal_relabel=args.goal_relabel,
           goal_swap_pairs=args.goal_swap_pairs, counterfactual_weight=args.counterfactual_weight,
           select_episodes=args.select_episodes, select_every=args.select_every, select_from=args.select_from,
+          select_seed=args.select_seed,
           weight_average=args.weight_average, weight_average_from=args.weight_average_from, device=args.device)
     return 0
 
