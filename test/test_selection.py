@@ -74,6 +74,12 @@ def test_selector_keeps_the_better_weights_even_when_a_later_candidate_is_worse(
     assert [c["step"] for c in record["candidates"]] == [200, 300] and record["seed"] == SELECTION_SEED
 
 
+def test_train_refuses_a_held_out_selection_seed_before_building_anything(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="overlap the held-out set 800000..800047"):
+        train(tmp_path / "m", steps=3, episodes=1, select_episodes=48, select_seed=800_000)
+    assert not (tmp_path / "m").exists()
+
+
 def test_train_saves_the_chosen_candidate_and_records_every_one(tiny_model_dir: Path, tmp_path: Path) -> None:
     summary = train(tmp_path / "m", steps=3, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
                     init_dir=tiny_model_dir, threads=1, checkpoint_every=0, lr=0.02,

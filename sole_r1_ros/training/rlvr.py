@@ -131,7 +131,8 @@ def grpo_loss(logp: Any, mask: Any, advantages: Any, ref_logp: Any | None, kl_co
     return (pg + kl_coef * kl) / n_tokens, kl.detach()
 
 
-def rl_episode_specs(episodes: int, seed: int, outcome_weights: Any = None, kind_weights: Any = None) -> list[EpisodeSpec]:
+def rl_episode_specs(episodes: int, seed: int, outcome_weights: Any = None,
+                     kind_weights: Any = None) -> list[EpisodeSpec]:
     """The episodes whose free-running states the RL stage learns from: seeds 1 800 000 on for
     seed 0 (until 2026-11-30 they were 800 000 on, the third held-out set's); refused if they
     reach a held-out set."""

@@ -5,8 +5,8 @@ set of validation episodes the way the node runs it (``evaluate``: production sc
 own answers fed back), and the weights with the smallest :func:`~sole_r1_ros.training.evaluate.target_shortfall`
 (ties: smaller MAE, then the later step) are kept. The stage saves those. The validation episodes'
 seeds (``SELECTION_SEED`` on) are used by no training stage and by none of the held-out sets the
-model card reports (``dataset.HELD_OUT_SETS``, refused), so the held-out metrics of the chosen model stay
-unbiased.
+model card reports (``dataset.HELD_OUT_SETS``, refused), so the held-out metrics of the chosen
+model stay unbiased.
 """
 
 from __future__ import annotations

@@ -308,8 +308,8 @@ def train(
     """Run the whole recipe; returns the training summary (also written as ``training_summary.json``).
     ``select_episodes`` > 0: score the model free-running on that many validation episodes every
     ``select_every`` steps from ``select_from`` on and after the last step (episode seeds
-    ``select_seed`` on), and save the best (``selection.CheckpointSelector``); 0 saves the last step's weights. ``weight_average`` > 0:
-    save (and score as candidates) the moving average of the weights with that decay, taken from
+    ``select_seed`` on), and save the best (``selection.CheckpointSelector``); 0 saves the last
+    step's weights. ``weight_average`` > 0: save (and score as candidates) the moving average of the weights with that decay, taken from
     step ``weight_average_from`` on (``averaging.WeightAverage``) instead of the live weights."""
     import torch
 
@@ -317,6 +317,8 @@ def train(
         raise ValueError("on-policy examples need a trained initial model (--init)")
     average = WeightAverage(weight_average, weight_average_from) if weight_average > 0 else None
     t_start = time.perf_counter()
+    selector = (CheckpointSelector(select_episodes, select_every, select_from, seed=select_seed)
+                if select_episodes > 0 else None)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     random.seed(seed)
@@ -360,7 +362,6 @@ def train(
         examples = [e for e in examples if e.twin is None]
         val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
         val = build_examples(model_dir, val_specs, seed + 1, noise=0.0, workers=1 if len(val_specs) < 4 else workers)
-        selector = CheckpointSelector(select_episodes, select_every, select_from, seed=select_seed) if select_episodes > 0 else None
         data_s = time.perf_counter() - t_start
         _log(f"data ready: {len(examples)} train / {len(val)} val examples in {data_s:.0f} s")
 
