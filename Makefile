@@ -9,7 +9,7 @@ env:
 	@bash scripts/setup_env.sh
 
 demo: env
-	$(PY) -m sole_r1_ros.demo $(ARGS)
+	$(PY) -m sole_r1_tools.demo $(ARGS)
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)

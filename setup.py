@@ -9,7 +9,9 @@ PACKAGE = "sole_r1_ros"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(exclude=["test", "test.*", "bench"]),
+    # the runtime package only: training, synthetic episodes and the tiny-model builder live in
+    # sole_r1_tools/ (a developer package of this repo) and never reach a robot's install space
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -18,7 +20,7 @@ setup(
         (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
         (f"share/{PACKAGE}/config/prompts", glob("config/prompts/*.yaml")),
     ],
-    package_data={PACKAGE: ["data/default_model/*"]},
+    package_data={PACKAGE: ["py.typed", "data/default_model/*"]},
     install_requires=["setuptools"],
     zip_safe=False,  # the default model is loaded from a real directory
     maintainer="sole_r1_ros maintainers",
@@ -29,11 +31,9 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "reward_node = sole_r1_ros.reward_node:main",
-            "score_bag = sole_r1_ros.score_bag:main",
-            "sole-r1-score = sole_r1_ros.score_cli:main",
-            "sole-r1-demo = sole_r1_ros.demo:main",
-            "sole-r1-tiny-model = sole_r1_ros.tiny_model:main",
+            "reward_node = sole_r1_ros.ros.reward_node:main",
+            "score_bag = sole_r1_ros.cli.score_bag:main",
+            "sole-r1-score = sole_r1_ros.cli.score_clip:main",
         ],
     },
 )

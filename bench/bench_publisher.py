@@ -24,7 +24,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sole_r1_ros.image_codec import encode_compressed, encode_image  # noqa: E402
+from sole_r1_ros.messages.image_codec import encode_compressed, encode_image  # noqa: E402
 
 
 def frame(cam: int, index: int, width: int, height: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sole_r1_ros.composite import CompositeLayout, compose, letterbox, smart_resize  # noqa: E402
+from sole_r1_ros.core.composite import CompositeLayout, compose, letterbox, smart_resize  # noqa: E402
 
 
 def grid_from_tiles(tile_columns, roles, layout):

@@ -95,7 +95,7 @@ def build_model(config, device: str, dtype, attn: str, linear_patch_embedding: b
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
-    from sole_r1_ros.backend import use_linear_patch_embedding
+    from sole_r1_ros.backends.transformers_backend import use_linear_patch_embedding
 
     config._attn_implementation = attn  # noqa: SLF001 - set before construction
     t0 = time.perf_counter()

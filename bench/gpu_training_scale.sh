@@ -41,9 +41,9 @@ pack() {  # results so far, replaced atomically (a run cut by its time limit sti
 echo "== $(date -u +%T) data on $CORES cores; device $DEVICE"
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" || exit 1
-$PY -m sole_r1_ros.training.vision_warmup --out "$W/unused" --seed 0 --episodes $WARM_EPISODES --passes 3 \
+$PY -m sole_r1_tools.training.vision_warmup --out "$W/unused" --seed 0 --episodes $WARM_EPISODES --passes 3 \
   --workers $WARM_WORKERS --cache "$W/warm.pkl" --data-only > "$W/logs/data_warmup.log" 2>&1 &
-$PY -m sole_r1_ros.training.train --out "$W/unused" --seed 0 --episodes $SFT_EPISODES --noise 12 --p-noise 0.5 \
+$PY -m sole_r1_tools.training.train --out "$W/unused" --seed 0 --episodes $SFT_EPISODES --noise 12 --p-noise 0.5 \
   --p-random 0.5 --workers $SFT_WORKERS --examples-cache "$W/sft.pkl" --data-only > "$W/logs/data_sft.log" 2>&1 &
 DATA_PIDS=$(jobs -p)
 if [ "$DEVICE" = cuda ]; then
@@ -58,17 +58,17 @@ wait  # the 8B bench
 variant() {  # $1 = step multiplier
   local k=$1 name=x$1 cap_w cap_s
   cap_w=$(awk "BEGIN {print $MINUTES_W * $k}"); cap_s=$(awk "BEGIN {print $MINUTES_S * $k}")
-  $PY -m sole_r1_ros.training.vision_warmup --out "$W/models/$name-warm" --seed 0 --episodes $WARM_EPISODES \
+  $PY -m sole_r1_tools.training.vision_warmup --out "$W/models/$name-warm" --seed 0 --episodes $WARM_EPISODES \
     --passes 3 --steps $((WARM_STEPS * k)) --minutes "$cap_w" --lr 3e-3 --threads 1 --workers 2 \
     --dense-weight 1.0 --cache "$W/warm.pkl" --device "$DEVICE" > "$W/logs/$name-warmup.log" 2>&1 || return 1
-  $PY -m sole_r1_ros.training.train --out "$W/models/$name" --init "$W/models/$name-warm" --seed 0 --threads 1 \
+  $PY -m sole_r1_tools.training.train --out "$W/models/$name" --init "$W/models/$name-warm" --seed 0 --threads 1 \
     --episodes $SFT_EPISODES --steps $((SFT_STEPS * k)) --minutes "$cap_s" --lr 1e-3 --noise 12 --p-noise 0.5 \
     --p-random 0.5 --answer-weight 5 --decision-weight 5 --match-vision-scale 1.0 --vision-lr-mult 0.3 \
     --workers 2 --examples-cache "$W/sft.pkl" --device "$DEVICE" > "$W/logs/$name-sft.log" 2>&1 || return 1
   rm -rf "$W/models/$name-warm"
   for set in "$EVAL24 1000" "$EVAL48 2000"; do
     read -r n seed <<< "$set"
-    $PY -m sole_r1_ros.training.evaluate --model "$W/models/$name" --episodes "$n" --seed "$seed" \
+    $PY -m sole_r1_tools.training.evaluate --model "$W/models/$name" --episodes "$n" --seed "$seed" \
       --device "$DEVICE" --json "$W/logs/$name-eval$n-$seed.json" > "$W/logs/$name-eval$n-$seed.txt" 2>&1 || return 1
   done
 }

@@ -87,7 +87,7 @@ def install_lazy_decode() -> None:
     frames it scores (what the production change would do in ``RewardWorker._score``)."""
     from rclpy.serialization import deserialize_message
 
-    from sole_r1_ros import reward_worker
+    from sole_r1_ros.pipeline import worker as reward_worker
 
     decode = reward_worker.decode_any
 
@@ -127,8 +127,8 @@ def run_subscriber(args: argparse.Namespace) -> None:
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import CompressedImage, Image
 
-    from sole_r1_ros import reward_node
-    from sole_r1_ros.image_codec import decode_any, stamp_to_ns
+    from sole_r1_ros.ros import reward_node
+    from sole_r1_ros.messages.image_codec import decode_any, stamp_to_ns
 
     if args.switch_interval > 0:
         sys.setswitchinterval(args.switch_interval)

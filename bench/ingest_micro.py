@@ -48,10 +48,10 @@ def main(argv=None) -> int:
 
     import bench_publisher
     from ingest_bench import RawMsg, cdr_stamp_ns
-    from sole_r1_ros.frame_buffer import FrameSelector
-    from sole_r1_ros.image_codec import decode_any, stamp_to_ns
-    from sole_r1_ros.reward import RewardConfig
-    from sole_r1_ros.reward_worker import RewardWorker, WorkerConfig
+    from sole_r1_ros.pipeline.frame_buffer import FrameSelector
+    from sole_r1_ros.messages.image_codec import decode_any, stamp_to_ns
+    from sole_r1_ros.core.reward import RewardConfig
+    from sole_r1_ros.pipeline.worker import RewardWorker, WorkerConfig
 
     rows = []
     for label, transport, w, h in (("640x480 rgb8 Image", "raw", 640, 480),

@@ -63,7 +63,9 @@ def main(argv=None) -> int:
     from transformers import LogitsProcessor, LogitsProcessorList
 
     import bench_publisher
-    from sole_r1_ros import reward_node, reward_worker, scorer as scorer_mod
+    from sole_r1_ros.core import scorer as scorer_mod
+    from sole_r1_ros.pipeline import worker as reward_worker
+    from sole_r1_ros.ros import reward_node
 
     times: dict[str, float] = defaultdict(float)
     local = {"t_request": 0.0}

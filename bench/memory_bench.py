@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Memory over a run: the real node (``python -m sole_r1_ros.reward_node``) as its own process,
+"""Memory over a run: the real node (``python -m sole_r1_ros.ros.reward_node``) as its own process,
 tiny random Qwen3-VL scoring back to back (``period`` 0), fed by ``bench/bench_publisher.py``
 (3 cameras x 30 Hz, RELIABLE). RSS of the node process is sampled every ``--sample`` seconds from
 /proc; this process also counts the node's ``~/estimate`` messages.
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                PYTHONUNBUFFERED="1")
     os.environ.update(ROS_DOMAIN_ID=str(args.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     roles = [f"cam{i}" for i in range(args.cameras)]
-    node_cmd = [sys.executable, "-m", "sole_r1_ros.reward_node", "--ros-args",
+    node_cmd = [sys.executable, "-m", "sole_r1_ros.ros.reward_node", "--ros-args",
                 "-p", f"cameras:=[{', '.join(roles)}]", "-p", "image_qos.reliability:=reliable",
                 "-p", "period:=0.0", "-p", "goal:=put the red block in the bowl"]
     for r in roles:

@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from sole_r1_ros.training.dataset import EpisodeSpec, training_specs
+from sole_r1_tools.training.dataset import EpisodeSpec, training_specs
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "sole_r1_ros" / "data" / "default_model"
 
@@ -35,7 +35,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from sole_r1_ros.training.train import on_policy_examples
+    from sole_r1_tools.training.train import on_policy_examples
 
     # the recipe's own offset for on-policy episodes (train.train)
     specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 300_000) for s in training_specs(args.episodes, args.seed)]

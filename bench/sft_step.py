@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sole_r1_ros.training.dataset import training_specs
+from sole_r1_tools.training.dataset import training_specs
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "sole_r1_ros" / "data" / "default_model"
 
@@ -37,9 +37,9 @@ def main() -> None:
 
     import torch
 
-    from sole_r1_ros.protocol import load_protocol
-    from sole_r1_ros.training.dataset import ExampleBuilder, collate
-    from sole_r1_ros.training.train import _load_backend, build_examples, weighted_loss
+    from sole_r1_ros.core.protocol import load_protocol
+    from sole_r1_tools.training.dataset import ExampleBuilder, collate
+    from sole_r1_tools.training.train import _load_backend, build_examples, weighted_loss
 
     torch.set_num_threads(args.threads)
     examples = build_examples(args.model, training_specs(args.episodes, 0), 0, noise=12.0, p_noise=0.5,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Resident memory of building training examples, with and without giving freed heap pages back
-(``sole_r1_ros.training.heap.release_free_heap``, called by ``train.map_episodes``).
+(``sole_r1_tools.training.heap.release_free_heap``, called by ``train.map_episodes``).
 
 Each configuration runs in a fresh process: it builds the SFT examples of ``--episodes``
 synthetic episodes through ``train.build_examples`` (``--workers`` processes) with a freshly
@@ -26,8 +26,8 @@ import json, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from sole_r1_ros.training import train as T
-from sole_r1_ros.training.dataset import training_specs
+from sole_r1_tools.training import train as T
+from sole_r1_tools.training.dataset import training_specs
 
 def rss_mb():
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -54,7 +54,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                        "from sole_r1_ros.training.train import ARCH, build_initial_model; "
+                        "from sole_r1_tools.training.train import ARCH, build_initial_model; "
                         "build_initial_model(Path(sys.argv[1]), 0, ARCH)", str(model_dir)],
                        check=True, cwd=ROOT, capture_output=True)
         print(f"{args.episodes} episodes of SFT examples, shipped architecture\n")

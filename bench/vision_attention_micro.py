@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from sole_r1_ros.backend import ModelOptions, TransformersBackend
+from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "sole_r1_ros" / "data" / "default_model"
 

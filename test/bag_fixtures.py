@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sole_r1_ros.bag_io import TYPESTORE, BagWriter
-from sole_r1_ros.image_codec import encode_compressed, encode_image
+from sole_r1_ros.messages.bags import TYPESTORE, BagWriter
+from sole_r1_ros.messages.image_codec import encode_compressed, encode_image
 
 T0 = 1_700_000_000_000_000_000
 PERIOD = 66_666_667  # 15 Hz

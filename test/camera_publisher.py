@@ -36,7 +36,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 
-from sole_r1_ros.image_codec import encode_compressed, encode_image
+from sole_r1_ros.messages.image_codec import encode_compressed, encode_image
 
 
 def make_frame(role_index: int, index: int, width: int, height: int) -> np.ndarray:

@@ -28,7 +28,7 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Qwen3-VL checkpoint directory (seed 0), built once per session."""
-    from sole_r1_ros.tiny_model import build_tiny_model
+    from sole_r1_tools.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_models") / "qwen3_vl", "qwen3_vl", seed=0)
 
@@ -36,7 +36,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir: Path) -> Any:
     """The production ``TransformersBackend`` over the tiny Qwen3-VL (CPU), one per test module."""
-    from sole_r1_ros.backend import ModelOptions, TransformersBackend
+    from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
 
     return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
 
@@ -44,8 +44,8 @@ def backend(tiny_model_dir: Path) -> Any:
 @pytest.fixture(scope="module")
 def builder(backend: Any) -> Any:
     """A training ``ExampleBuilder`` over :func:`backend` with the default protocol."""
-    from sole_r1_ros.protocol import load_protocol
-    from sole_r1_ros.training.dataset import ExampleBuilder
+    from sole_r1_ros.core.protocol import load_protocol
+    from sole_r1_tools.training.dataset import ExampleBuilder
 
     return ExampleBuilder(backend, load_protocol())
 
@@ -53,7 +53,7 @@ def builder(backend: Any) -> Any:
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Family name → tiny checkpoint directory (seed 0) for every supported family."""
-    from sole_r1_ros.tiny_model import SUPPORTED_FAMILIES, build_tiny_model
+    from sole_r1_tools.tiny_model import SUPPORTED_FAMILIES, build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_models_all")
     return {
@@ -66,7 +66,7 @@ def tiny_model_dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
 def slow_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bigger random-weight Qwen3-VL (hidden 512, 8 layers, ~20 M parameters): one 200-token
     step takes seconds on a CPU, long enough to observe the reward node while it is busy."""
-    from sole_r1_ros.tiny_model import build_tiny_model
+    from sole_r1_tools.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("slow_model") / "qwen3_vl_h512_l8", "qwen3_vl",
                             seed=0, hidden_size=512, num_layers=8)

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from sole_r1_ros.backend import BatchTimings, Generation
+from sole_r1_ros.backends.transformers_backend import BatchTimings, Generation
 
 
 class ScriptedModel:

@@ -1,0 +1,291 @@
+"""Hugging Face ``transformers`` backend: load a Qwen-VL checkpoint from disk and generate replies.
+
+No network: the hub is put in offline mode before ``transformers`` is imported here, every load
+passes ``local_files_only=True``, weights load from safetensors only, and remote code stays off
+unless asked. The checkpoint directory is treated as read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from sole_r1_ros.core.protocol import GenerationSettings
+
+SUPPORTED_MODEL_TYPES = ("qwen3_vl", "qwen2_5_vl", "qwen2_vl")
+
+
+class ModelLoadError(RuntimeError):
+    """The model directory is missing, incomplete, corrupt or needs remote code that was not allowed."""
+
+
+class InferenceError(RuntimeError):
+    """The model failed during a forward pass (``out_of_memory`` tells whether memory ran out)."""
+
+    def __init__(self, message: str, *, out_of_memory: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load a checkpoint."""
+
+    path: str
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "bfloat16" | "float16" | "float32"
+    attn_implementation: str | None = None  # None (transformers' default) | "sdpa" | "eager" | "flash_attention_2"
+    trust_remote_code: bool = False
+    min_pixels: int | None = None  # override the processor's image token budget
+    max_pixels: int | None = None
+    cpu_threads: int = 0  # > 0: torch intra-op threads on CPU (leave cores for the ROS executor)
+    linear_patch_embedding: bool = True  # run the vision Conv3d patch embedding as the matmul it is
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One reply and what producing it cost."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+
+
+@dataclass
+class BatchTimings:
+    """Seconds spent in the processor and in ``generate`` for one batch."""
+
+    processor_s: float = 0.0
+    model_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def use_linear_patch_embedding(model: Any) -> int:
+    """Run every non-overlapping ``Conv3d`` patch embedding (Qwen2-VL, Qwen2.5-VL, Qwen3-VL
+    ``*.patch_embed.proj``: stride == kernel) as the linear layer it is: same weights, same
+    function, one GEMM instead of a convolution. oneDNN's and some cuDNN versions' Conv3d kernels
+    are many times slower for this shape (measured: docs/performance.md; upstream:
+    huggingface/transformers#45750). Only the instances' ``forward`` changes (no class patching,
+    checkpoints save as usual). Returns how many modules were switched."""
+    import types
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    def forward(self: Any, hidden_states: Any) -> Any:
+        w = self.proj.weight
+        out = F.linear(hidden_states.reshape(-1, w[0].numel()).to(w.dtype), w.reshape(w.shape[0], -1), self.proj.bias)
+        return out.view(-1, w.shape[0])
+
+    switched = 0
+    for name, module in model.named_modules():
+        proj = getattr(module, "proj", None)
+        if (name.endswith("patch_embed") and isinstance(proj, nn.Conv3d) and proj.stride == proj.kernel_size
+                and proj.padding == (0, 0, 0) and proj.dilation == (1, 1, 1) and proj.groups == 1):
+            module.forward = types.MethodType(forward, module)
+            switched += 1
+    return switched
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}' requested but CUDA is not available")
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    table = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if dtype not in table:
+        raise ModelLoadError(f"unknown dtype '{dtype}'; choose one of auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def _check_model_dir(path: Path, trust_remote_code: bool) -> dict[str, Any]:
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory '{path}' does not exist")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"'{path}' is not a model directory: config.json is missing")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"'{config_file}' is unreadable or not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"'{config_file}' does not hold a JSON object")
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(
+            f"the model in '{path}' needs remote code (config.json has auto_map); "
+            "this is off by default: set trust_remote_code only for code you have reviewed"
+        )
+    if not any(path.glob("*.safetensors")):
+        raise ModelLoadError(f"no *.safetensors weights in '{path}' (only safetensors are loaded)")
+    return config
+
+
+class TransformersBackend:
+    """A Qwen-VL image-text-to-text model plus its processor, ready to generate."""
+
+    def __init__(self, options: ModelOptions) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        path = Path(options.path).expanduser()
+        config = _check_model_dir(path, options.trust_remote_code)
+        model_type = config.get("model_type", "?")
+        if model_type not in SUPPORTED_MODEL_TYPES and not options.trust_remote_code:
+            raise ModelLoadError(
+                f"model type '{model_type}' in '{path}' is not supported; expected one of {SUPPORTED_MODEL_TYPES}"
+            )
+        self.options = options
+        self.model_type = model_type
+        self.device = _resolve_device(options.device)
+        self.path = path
+        try:
+            import torch
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            self.processor = AutoProcessor.from_pretrained(
+                path, local_files_only=True, trust_remote_code=options.trust_remote_code
+            )
+            kwargs: dict[str, Any] = {
+                "local_files_only": True,
+                "use_safetensors": True,
+                "trust_remote_code": options.trust_remote_code,
+                "dtype": _resolve_dtype(options.dtype, self.device),
+            }
+            if options.attn_implementation:
+                kwargs["attn_implementation"] = options.attn_implementation
+            self.model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        except ModelLoadError:
+            raise
+        except Exception as err:  # noqa: BLE001 - transformers raises many types for a bad checkpoint
+            raise ModelLoadError(f"failed to load model from '{path}': {type(err).__name__}: {err}") from err
+        if self.device == "cpu" and options.cpu_threads > 0:
+            torch.set_num_threads(options.cpu_threads)
+        self.model.to(self.device)
+        self.model.eval()
+        self.linear_patch_embeddings = use_linear_patch_embedding(self.model) if options.linear_patch_embedding else 0
+        self.processor.tokenizer.padding_side = "left"
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is not None and (options.min_pixels or options.max_pixels):
+            # transformers 5 keeps the pixel budget in size{shortest_edge, longest_edge}
+            if options.min_pixels:
+                image_processor.size["shortest_edge"] = options.min_pixels
+            if options.max_pixels:
+                image_processor.size["longest_edge"] = options.max_pixels
+        self._torch = torch
+        self._cancel = threading.Event()
+        tokenizer = self.processor.tokenizer
+        added = set(getattr(tokenizer, "all_special_tokens", [])) | set(tokenizer.get_added_vocab())
+        self._added_tokens = sorted((t for t in added if len(t) > 1), key=len, reverse=True)
+        self.dtype = str(self.model.dtype).replace("torch.", "")
+
+    def describe(self) -> dict[str, Any]:
+        """Short facts for logs and diagnostics."""
+        return {
+            "path": str(self.path),
+            "model_type": self.model_type,
+            "device": self.device,
+            "dtype": self.dtype,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+
+    def escape_special_text(self, text: str) -> str:
+        """Make user text (the goal) unable to form the tokenizer's added/special tokens, so a goal
+        containing e.g. ``<|im_end|>`` or ``</answer>`` stays plain text and cannot break the prompt.
+        A zero-width space after the first character splits each such string."""
+        for token in self._added_tokens:
+            if token in text:
+                text = text.replace(token, token[0] + "\u200b" + token[1:])
+        return text
+
+    def prompt_text(self, messages: list[dict[str, Any]]) -> str:
+        """The exact prompt string the model sees (the checkpoint's own chat template)."""
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(
+        self,
+        conversations: Sequence[list[dict[str, Any]]],
+        images: Sequence[Image.Image],
+        settings: GenerationSettings,
+        timings: BatchTimings | None = None,
+    ) -> list[Generation]:
+        """Generate one reply per (conversation, image) pair in a single batched forward pass."""
+        if len(conversations) != len(images) or not conversations:
+            raise ValueError("need one image per conversation and at least one conversation")
+        torch = self._torch
+        timings = timings if timings is not None else BatchTimings()
+        t0 = time.perf_counter()
+        texts = [self.prompt_text(c) for c in conversations]
+        inputs = self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        t1 = time.perf_counter()
+        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample}
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs["stopping_criteria"] = self._stopping_criteria()
+        tokenizer = self.processor.tokenizer
+        kwargs["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        try:
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                output = self.model.generate(**inputs, **kwargs)
+        except torch.OutOfMemoryError as err:
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            raise InferenceError(f"out of memory during generation: {err}", out_of_memory=True) from err
+        except Exception as err:  # noqa: BLE001 - any model failure becomes one error type
+            raise InferenceError(f"generation failed: {type(err).__name__}: {err}") from err
+        t2 = time.perf_counter()
+        timings.processor_s += t1 - t0
+        timings.model_s += t2 - t1
+        prompt_len = inputs["input_ids"].shape[1]
+        new_ids = output[:, prompt_len:]
+        replies = self.processor.batch_decode(new_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        attention = inputs["attention_mask"]
+        results = []
+        for row, reply in enumerate(replies):
+            generated = new_ids[row]
+            n_new = int((generated != kwargs["pad_token_id"]).sum()) if kwargs["pad_token_id"] is not None else len(generated)
+            results.append(Generation(text=reply, prompt_tokens=int(attention[row].sum()), new_tokens=n_new))
+        return results
+
+    def cancel(self) -> None:
+        """Make a generation in flight (and later ones) stop at the next token: for fast shutdown."""
+        self._cancel.set()
+
+    def _stopping_criteria(self) -> Any:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        cancel, torch = self._cancel, self._torch
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        return StoppingCriteriaList([_Cancelled()])
+
+    def close(self) -> None:
+        """Free the model (and GPU memory)."""
+        self.model = None
+        self.processor = None
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,83 @@
+"""sole-r1-score: a video file or an image folder against a goal, with the real tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sole_r1_ros.cli import score_clip as score_cli
+from sole_r1_ros.messages.video import MediaError, iter_frames, subsample
+
+
+def frames(n: int) -> list[np.ndarray]:
+    out = []
+    for i in range(n):
+        rgb = np.full((120, 160, 3), 40, dtype=np.uint8)
+        rgb[40:80, 10 + 8 * i : 40 + 8 * i] = (230, 20, 20)
+        out.append(rgb)
+    return out
+
+
+def write_video(path: Path, n: int = 12, fps: float = 6.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (160, 120))
+    for rgb in frames(n):
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def write_folder(path: Path, n: int = 6) -> Path:
+    path.mkdir()
+    for i, rgb in enumerate(frames(n)):
+        cv2.imwrite(str(path / f"frame_{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_media_reading_and_subsampling(tmp_path: Path) -> None:
+    video = list(iter_frames(write_video(tmp_path / "v.mp4", n=12, fps=6.0)))
+    assert len(video) == 12 and video[1][0] == round(1e9 / 6) and video[0][1].shape == (120, 160, 3)
+    folder = list(iter_frames(write_folder(tmp_path / "f"), fps=2.0))
+    assert [t for t, _ in folder] == [i * 500_000_000 for i in range(6)]
+    assert (folder[0][1][60, 20] == (230, 20, 20)).all()  # RGB order, PNG exact
+    assert [t for t, _ in subsample(iter(folder), 1.0)] == [0, 1_000_000_000, 2_000_000_000]
+    with pytest.raises(MediaError):
+        list(iter_frames(tmp_path / "missing.mp4"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MediaError, match="no images"):
+        list(iter_frames(tmp_path / "empty"))
+
+
+def test_scores_a_video_and_writes_jsonl(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out.jsonl"
+    code = score_cli.main([str(video), "--goal", "push the red block", "--rate", "2", "--model", str(tiny_model_dir),
+                           "--greedy", "--max-new-tokens", "16", "--jsonl", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "goal: push the red block" in text and "scored 4 frames" in text
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3] and rows[0]["status"] == "first_frame"
+    assert [r["stamp_ns"] for r in rows] == [0, 500_000_000, 1_000_000_000, 1_500_000_000]
+
+
+def test_scene_and_wrist_folders(tiny_model_dir: Path, tmp_path: Path) -> None:
+    scene, wrist = write_folder(tmp_path / "scene"), write_folder(tmp_path / "wrist")
+    out = tmp_path / "o.jsonl"
+    assert score_cli.main([str(scene), "--wrist", str(wrist), "--fps", "2", "--goal", "g", "--rate", "2",
+                           "--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "8", "--jsonl", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and rows[0]["roles"] == ["external", "wrist"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--goal", "   "], "goal is empty"),
+    (["--goal", "g", "--model", "/nonexistent/model"], "does not exist"),
+])
+def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    video = write_video(tmp_path / "clip.mp4", n=2)
+    assert score_cli.main([str(video), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,163 @@
+"""score_bag on real rosbag2 files with a real tiny model: outputs, errors, atomicity, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from bag_fixtures import T0, write_bag
+from sole_r1_ros.offline import bag_scoring as score_bag
+from sole_r1_ros.backends.transformers_backend import TransformersBackend
+from sole_r1_ros.messages.bags import BagReader
+
+FAST = ["--greedy", "--max-new-tokens", "24", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def default_model(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOLE_R1_DEFAULT_MODEL", str(tiny_model_dir))
+
+
+def score(bag: Path, out: Path, *extra: str) -> int:
+    return score_bag.main([str(bag), "--out", str(out), "--rate", "3", *FAST, *extra])
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "estimates.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_scores_a_bag_and_writes_every_output(tmp_path: Path, storage: str) -> None:
+    bag = write_bag(tmp_path / "bag", storage=storage)
+    out = tmp_path / "out"
+    assert score(bag, out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["estimates.csv", "estimates.jsonl", "plot.png", "results", "summary.json"]
+    assert not (tmp_path / "out.partial").exists()
+    r = rows(out)
+    # 30 frames at 15 Hz scored at 3 Hz: stamps 0, 5, 10, 15, 20, 25 frames in
+    assert [x["stamp_ns"] for x in r] == [T0 + i * 66_666_667 for i in (0, 5, 10, 15, 20, 25)]
+    assert r[0]["status"] == "first_frame" and r[0]["progress"] == 0.0
+    assert all(x["schema"] == "sole_r1_ros/estimate/1" for x in r)
+    assert all(x["views"] == {"external": x["stamp_ns"], "wrist": x["stamp_ns"]} for x in r)
+    assert [x["step"] for x in r] == list(range(6)) and len({x["episode_id"] for x in r}) == 1
+    assert r[-1]["ground_truth"] == pytest.approx(25 / 29, abs=1e-6)
+    assert r[0]["goal"] == "push the red block into the green zone"
+    with (out / "estimates.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["estimates"] == 6 and summary["model"]["model_type"] == "qwen3_vl"
+    with BagReader(out / "results") as results:
+        assert results.counts["/sole_r1_reward/estimate"] == 6
+        assert results.counts["/sole_r1_reward/progress"] == 6
+        estimates = [m for m in results.messages(["/sole_r1_reward/estimate"])]
+        assert [m.log_time_ns for m in estimates] == [x["stamp_ns"] for x in r]
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compressed_single_camera_and_goal_override(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "bag", roles=("wrist",), compressed=True, goal=None, ground_truth=False)
+    out = tmp_path / "out"
+    assert score(bag, out, "--goal", "lift the cube", "--no-plot") == 0
+    r = rows(out)
+    assert r[0]["goal"] == "lift the cube" and list(r[0]["views"]) == ["external"]
+    assert not (out / "plot.png").exists()
+
+
+def test_explicit_cameras_set_row_order(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "bag")
+    out = tmp_path / "out"
+    assert score(bag, out, "--camera", "wrist=/camera/wrist/image_raw", "--camera", "external=/camera/external/image_raw") == 0
+    assert list(rows(out)[0]["views"]) == ["wrist", "external"]
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (lambda p: write_bag(p, goal=None), [], "no goal"),
+        (lambda p: write_bag(p), ["--camera", "external=/nope"], "not in the bag"),
+        (lambda p: write_bag(p, encoding="yuv444"), [], "unknown_encoding"),
+        (lambda p: p, [], "does not exist"),
+    ],
+)
+def test_bad_input_fails_clearly_without_output(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, args, message) -> None:
+    bag = make(tmp_path / "bag")
+    out = tmp_path / "out"
+    assert score(bag, out, *args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_truncated_bag_fails_clearly_without_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bag = write_bag(tmp_path / "bag", storage="mcap")
+    data_file = next(bag.glob("*.mcap"))
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    out = tmp_path / "out"
+    assert score(bag, out) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_existing_output_is_not_overwritten_without_flag(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "bag", n=8)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert score(bag, out) == 2
+    assert (out / "keep.txt").read_text() == "mine"
+    assert score(bag, out, "--overwrite") == 0 and not (out / "keep.txt").exists()
+
+
+def test_interrupt_then_resume_gives_the_uninterrupted_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = write_bag(tmp_path / "bag")
+    reference = tmp_path / "reference"
+    assert score(bag, reference) == 0
+
+    real_generate = TransformersBackend.generate
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **kw):  # the 4th model call is interrupted (Ctrl-C)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_generate(self, *a, **kw)
+
+    monkeypatch.setattr(TransformersBackend, "generate", interrupted)
+    out = tmp_path / "out"
+    assert score(bag, out) == 130
+    assert not out.exists()
+    journal = (tmp_path / "out.partial" / "journal.jsonl").read_text().splitlines()
+    assert len(journal) == 1 + 3  # fingerprint + three finished model steps
+
+    monkeypatch.setattr(TransformersBackend, "generate", real_generate)
+    calls["n"] = 0
+    assert score(bag, out) == 0
+    strip = lambda rs: [{k: v for k, v in x.items() if k not in ("timings", "episode_id")} for x in rs]  # noqa: E731
+    assert strip(rows(out)) == strip(rows(reference))
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_changed_settings_do_not_resume_a_stale_journal(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "bag", n=10)
+    partial = tmp_path / "out.partial"
+    partial.mkdir()
+    (partial / "journal.jsonl").write_text(json.dumps({"fingerprint": "something-else"}) + "\n"
+                                           + json.dumps({"text": "<answer>99%</answer>", "prompt_tokens": 1, "new_tokens": 1}) + "\n")
+    assert score(bag, tmp_path / "out") == 0
+    assert all(x["percent"] != 99 for x in rows(tmp_path / "out"))
+
+
+def test_disk_full_while_writing_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = write_bag(tmp_path / "bag", n=8)
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(score_bag, "plot", full)
+    out = tmp_path / "out"
+    assert score(bag, out) == 2
+    assert not out.exists()
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers in (["bag"], ["bag", "out.partial"])  # at most the resumable work folder
