@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env demo test colcon-check clean
+.PHONY: env demo test lint colcon-check clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -14,8 +14,11 @@ demo: env
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+lint: env
+	@VENV=$(VENV) bash scripts/lint.sh
+
 colcon-check: env
 	@bash scripts/check_colcon_build.sh
 
 clean:
-	rm -rf build install log .pytest_cache demo_output
+	rm -rf build install log .pytest_cache .mypy_cache .ruff_cache demo_output

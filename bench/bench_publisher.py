@@ -24,7 +24,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sole_r1_ros.messages.image_codec import encode_compressed, encode_image  # noqa: E402
+from sole_r1_ros.messages.image_codec import encode_compressed, encode_image
 
 
 def frame(cam: int, index: int, width: int, height: int) -> np.ndarray:
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--rate", type=float, default=30.0)
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of publishing after 'ready' (0 = until signalled)")
+    ap.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of publishing after 'ready' (0 = until signalled)"
+    )
     ap.add_argument("--distinct", type=int, default=8, help="distinct frames per camera (cycled)")
     ap.add_argument("--wait-subscribers", type=int, default=1)
     ap.add_argument("--wait-timeout", type=float, default=60.0)

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sole_r1_ros.core.composite import CompositeLayout, compose, letterbox, smart_resize  # noqa: E402
+from sole_r1_ros.core.composite import CompositeLayout, compose, letterbox, smart_resize
 
 
 def grid_from_tiles(tile_columns, roles, layout):
@@ -59,11 +59,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     layout = CompositeLayout()
     rng = np.random.default_rng(0)
-    print("| cameras | composite px | current p50 / p99 ms | cached tiles p50 / p99 ms | cached + cv2 resize p50 / p99 ms | cv2 vs PIL mean / max abs diff |")
+    print(
+        "| cameras | composite px | current p50 / p99 ms | cached tiles p50 / p99 ms "
+        "| cached + cv2 resize p50 / p99 ms | cv2 vs PIL mean / max abs diff |"
+    )
     print("|---|---|---|---|---|---|")
     for n_cam in args.cameras:
         roles = [f"c{i}" for i in range(n_cam)]
-        frames = [{r: rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8) for r in roles} for _ in range(3)]
+        frames = [
+            {r: rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8) for r in roles} for _ in range(3)
+        ]
         t_cur, t_cache, t_cv2 = [], [], []
         diff = None
         for _ in range(args.n):
@@ -76,7 +81,9 @@ def main(argv=None) -> int:
             cur_tiles = {r: letterbox(frames[2][r], layout.tile_size) for r in roles}
             grid = grid_from_tiles([first_tiles, prev_tiles, cur_tiles], roles, layout)
             h, w = grid.shape[:2]
-            nh, nw = smart_resize(h, w, factor=layout.resize_factor, min_pixels=layout.min_pixels, max_pixels=layout.max_pixels)
+            nh, nw = smart_resize(
+                h, w, factor=layout.resize_factor, min_pixels=layout.min_pixels, max_pixels=layout.max_pixels
+            )
             img = Image.fromarray(grid).resize((nw, nh), resample=Image.Resampling.BICUBIC)
             t_cache.append(time.perf_counter() - t0)
             assert np.array_equal(np.asarray(img), np.asarray(ref))

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -101,7 +100,10 @@ def build_model(config, device: str, dtype, attn: str, linear_patch_embedding: b
     t0 = time.perf_counter()
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation=attn)
+        # random weights without reading a checkpoint
+        model = Qwen3VLForConditionalGeneration._from_config(  # noqa: SLF001
+            config, dtype=dtype, attn_implementation=attn
+        )
     model.eval()
     if linear_patch_embedding:  # as the node does by default (model.linear_patch_embedding)
         use_linear_patch_embedding(model)
@@ -243,7 +245,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny config on CPU (fp32): a smoke test of this script")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", help="auto (bf16 on cuda, fp32 on cpu) | bfloat16 | float16 | float32")
-    ap.add_argument("--attn", nargs="+", default=["sdpa"], help="attention implementations: sdpa flash_attention_2 eager")
+    ap.add_argument(
+        "--attn", nargs="+", default=["sdpa"], help="attention implementations: sdpa flash_attention_2 eager"
+    )
     ap.add_argument("--static-compile", choices=("off", "on", "both"), default="both",
                     help="static KV cache (transformers then torch.compile's the decode step on CUDA)")
     ap.add_argument("--batch", nargs="+", type=int, default=[1, 2, 4, 8])
@@ -253,10 +257,13 @@ def main(argv=None) -> int:
                     help="image token budget (processor longest_edge, pixels); 0 = Qwen3-VL default")
     ap.add_argument("--new-tokens", nargs="+", type=int, default=[200], help="forced generation lengths (caps)")
     ap.add_argument("--text-tokens", type=int, default=300, help="prompt text tokens besides the image")
-    ap.add_argument("--greedy", action="store_true", help="greedy instead of the release's sampling (T=1, top_p .9, top_k 50)")
+    ap.add_argument(
+        "--greedy", action="store_true", help="greedy instead of the release's sampling (T=1, top_p .9, top_k 50)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--conv-patch-embedding", action="store_true",
-                    help="keep the checkpoint's Conv3d patch embedding (the node's model.linear_patch_embedding:=false)")
+                    help="keep the checkpoint's Conv3d patch embedding "
+                    "(the node's model.linear_patch_embedding:=false)")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
 

@@ -37,7 +37,6 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def install_lazy_decode() -> None:
 
     decode = reward_worker.decode_any
 
-    def decode_any(msg, **kw):  # noqa: ANN001, ANN003, ANN202
+    def decode_any(msg, **kw):
         if isinstance(msg, RawMsg):
             msg = deserialize_message(msg.data, msg.msg_type)
         return decode(msg, **kw)
@@ -127,8 +126,8 @@ def run_subscriber(args: argparse.Namespace) -> None:
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import CompressedImage, Image
 
-    from sole_r1_ros.ros import reward_node
     from sole_r1_ros.messages.image_codec import decode_any, stamp_to_ns
+    from sole_r1_ros.ros import reward_node
 
     if args.switch_interval > 0:
         sys.setswitchinterval(args.switch_interval)
@@ -138,7 +137,7 @@ def run_subscriber(args: argparse.Namespace) -> None:
     variant = args.variant
 
     class BenchNode(reward_node.RewardNode):
-        def _image_callback(self, role):  # noqa: ANN001, ANN202
+        def _image_callback(self, role):
             push = self.worker.push_frame
             clock = self.get_clock()
             if variant == "naive":
@@ -170,7 +169,7 @@ def run_subscriber(args: argparse.Namespace) -> None:
                 return super()._image_callback(role)
             return callback
 
-        def create_subscription(self, mtype, topic, callback, qos, **kw):  # noqa: ANN001, ANN201
+        def create_subscription(self, mtype, topic, callback, qos, **kw):
             if variant in ("raw", "raw_profile") and mtype in (Image, CompressedImage):
                 kw["raw"] = True
             return super().create_subscription(mtype, topic, callback, qos, **kw)
@@ -204,7 +203,7 @@ def run_subscriber(args: argparse.Namespace) -> None:
             image_subs[id(sub)] = role
             inner = sub.callback
 
-            def timed(msg, _inner=inner, _role=role):  # noqa: ANN001
+            def timed(msg, _inner=inner, _role=role):
                 t0 = time.perf_counter()
                 _inner(msg)
                 dt = time.perf_counter() - t0
@@ -228,10 +227,10 @@ def run_subscriber(args: argparse.Namespace) -> None:
     window = {"state": "wait", "last_take": 0.0}
 
     def worker_tid() -> int:
-        return node.worker._thread.native_id or 0
+        return node.worker._thread.native_id or 0  # noqa: SLF001 - the bench profiles that thread
 
     class TimedExecutor(SingleThreadedExecutor):
-        def _take_subscription(self, sub):  # noqa: ANN001, ANN202
+        def _take_subscription(self, sub):
             t0 = time.perf_counter()
             out = super()._take_subscription(sub)
             if id(sub) in image_subs:
@@ -263,7 +262,9 @@ def run_subscriber(args: argparse.Namespace) -> None:
         import pstats
 
         profiler.disable()
-        st = pstats.Stats(profiler, stream=sys.stderr); st.sort_stats("tottime").print_stats(12); st.print_callers("rclpy_deserialize|getattr")
+        st = pstats.Stats(profiler, stream=sys.stderr)
+        st.sort_stats("tottime").print_stats(12)
+        st.print_callers("rclpy_deserialize|getattr")
     wall = t1 - window["t0"]
     t0s, t1s = window["cpu0"][0], cpu1[0]
     proc_cpu = (t1s.user + t1s.system) - (t0s.user + t0s.system)

@@ -48,20 +48,18 @@ def main(argv=None) -> int:
 
     import bench_publisher
     from ingest_bench import RawMsg, cdr_stamp_ns
-    from sole_r1_ros.pipeline.frame_buffer import FrameSelector
     from sole_r1_ros.messages.image_codec import decode_any, stamp_to_ns
-    from sole_r1_ros.core.reward import RewardConfig
-    from sole_r1_ros.pipeline.worker import RewardWorker, WorkerConfig
+    from sole_r1_ros.pipeline.frame_buffer import FrameSelector
+    from sole_r1_ros.pipeline.worker import RewardWorker
+    from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
 
-    rows = []
-    for label, transport, w, h in (("640x480 rgb8 Image", "raw", 640, 480),
-                                   ("1280x720 JPEG CompressedImage", "compressed", 1280, 720)):
+    def measure(label: str, transport: str, w: int, h: int) -> dict:
         msg = bench_publisher.build_messages(0, transport, w, h, 1)[0]
         msg.header.stamp.sec = 1_700_000_000
         mtype = type(msg)
         data = serialize_message(msg)
-        worker = RewardWorker(None, FrameSelector.create(["cam0"], 30), config=WorkerConfig(),  # type: ignore[arg-type]
-                              reward_config=RewardConfig(), clock=time.time_ns, emit=lambda r: None)
+        worker = RewardWorker(None, FrameSelector.create(["cam0"], 30), config=WorkerSettings(),  # type: ignore[arg-type]
+                              reward_config=RewardSettings(), clock=time.time_ns, emit=lambda r: None)
         state = {"stamp": 1_700_000_000 * 10**9}
 
         def next_stamp():
@@ -99,7 +97,11 @@ def main(argv=None) -> int:
             "deser scored": stats(lambda: deserialize_message(data, mtype), n),
             "decode": stats(lambda: decode_any(typed[0]), nd),
         }
-        rows.append(r)
+        return r
+
+    rows = [measure(label, transport, w, h)
+            for label, transport, w, h in (("640x480 rgb8 Image", "raw", 640, 480),
+                                           ("1280x720 JPEG CompressedImage", "compressed", 1280, 720))]
     cols = ["typed take", "raw take", "node cb", "naive cb", "raw cb", "deser scored", "decode"]
     print("| message | bytes | " + " | ".join(f"{c} p50 / p99" for c in cols) + " |")
     print("|---|---|" + "---|" * len(cols))

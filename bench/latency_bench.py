@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     meta: list[dict] = []
 
     class BenchNode(reward_node.RewardNode):
-        def _publish(self, result):  # noqa: ANN001
+        def _publish(self, result):
             t0 = time.perf_counter()
             super()._publish(result)
             t1 = time.perf_counter()
@@ -170,7 +170,9 @@ def main(argv=None) -> int:
 
     backend.generate = backend_gen
 
-    frames = [bench_publisher.build_messages(i, args.transport, args.width, args.height, 4) for i in range(args.cameras)]
+    frames = [
+        bench_publisher.build_messages(i, args.transport, args.width, args.height, 4) for i in range(args.cameras)
+    ]
     total = args.steps + 3  # step 0 = first_frame (no model), 2 warm-up model steps
     stamp = time.time_ns()
     for step in range(total):
@@ -201,7 +203,8 @@ def main(argv=None) -> int:
         r["node_overhead"] = r["e2e"] - r.get("model", 0.0)
     print(f"\n{len(measured)} steps, {args.cameras} x {args.width}x{args.height} {args.transport}, "
           f"prompt tokens p50 {pct([m['prompt_tokens'] for m in mm], 50)}, "
-          f"generated tokens p50 {pct([m['new_tokens'] for m in mm], 50)}, torch threads {__import__('torch').get_num_threads()}\n")
+          f"generated tokens p50 {pct([m['new_tokens'] for m in mm], 50)}, "
+          f"torch threads {__import__('torch').get_num_threads()}\n")
     print("| stage | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|")
     for s in STAGES:

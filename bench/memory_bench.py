@@ -134,7 +134,10 @@ def main(argv=None) -> int:
     }
     print(f"\n{args.cameras} x {args.width}x{args.height} {args.transport} @ {args.rate} Hz, "
           f"{summary['duration_s']:.0f} s after {args.warmup:.0f} s warm-up\n")
-    print("| RSS after warm-up MB | RSS end MB | min MB | max MB | slope MB/min (all) | slope MB/min (2nd half) | estimates |")
+    print(
+        "| RSS after warm-up MB | RSS end MB | min MB | max MB "
+        "| slope MB/min (all) | slope MB/min (2nd half) | estimates |"
+    )
     print("|---|---|---|---|---|---|---|")
     print(f"| {summary['rss_after_warmup_mb']:.1f} | {summary['rss_end_mb']:.1f} | {summary['rss_min_mb']:.1f} | "
           f"{summary['rss_max_mb']:.1f} | {slope_all:+.2f} | {slope_half:+.2f} | {statuses} |")

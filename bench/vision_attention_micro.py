@@ -21,12 +21,12 @@ import json
 import statistics
 import time
 from pathlib import Path
-
 from typing import Any
 
 import torch
 
-from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
+from sole_r1_ros.backends.transformers_backend import TransformersBackend
+from sole_r1_ros.settings.groups import ModelSettings
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "sole_r1_ros" / "data" / "default_model"
 
@@ -63,7 +63,7 @@ def use_batched_vision_attention(model: Any) -> int:
             # (patches, heads, dim) -> (images, heads, patches per image, dim)
             q, k, v = (t.reshape(images, per_image, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
             attention = _lib.ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, _lib.eager_attention_forward)
+                self.config._attn_implementation, _lib.eager_attention_forward)  # noqa: SLF001 - as transformers' own
             out = attention(self, q, k, v, attention_mask=None, scaling=self.scaling,
                             dropout=self.attention_dropout if self.training else 0.0, is_causal=False, **kwargs)[0]
             return self.proj(out.reshape(seq_length, -1).contiguous())  # (images, patches, heads, dim) in order
@@ -85,7 +85,7 @@ def main() -> int:
     torch.manual_seed(0)
 
     def tower(batched: bool) -> torch.nn.Module:
-        visual = TransformersBackend(ModelOptions(path=str(args.model), device="cpu")).model.model.visual
+        visual = TransformersBackend(ModelSettings(path=str(args.model), device="cpu")).model.model.visual
         if batched:
             assert use_batched_vision_attention(visual) == len(visual.blocks)
         return visual
@@ -98,14 +98,15 @@ def main() -> int:
         x = torch.randn(images * 600, patch_dim)
 
         def run(model: torch.nn.Module, backward: bool) -> tuple[float, torch.Tensor, list[torch.Tensor]]:
+            # only called within this iteration, so the loop's x and grid are the ones meant
             model.zero_grad(set_to_none=True)
             t = time.perf_counter()
             if backward:
-                out = model(x, grid_thw=grid).pooler_output
+                out = model(x, grid_thw=grid).pooler_output  # noqa: B023
                 (out.square().mean()).backward()
             else:
                 with torch.inference_mode():
-                    out = model(x, grid_thw=grid).pooler_output
+                    out = model(x, grid_thw=grid).pooler_output  # noqa: B023
             seconds = time.perf_counter() - t
             grads = [q.grad.clone() for q in model.parameters() if q.grad is not None] if backward else []
             return seconds, out.detach().clone(), grads

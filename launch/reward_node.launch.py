@@ -14,13 +14,15 @@ from launch_ros.substitutions import FindPackageShare
 
 
 def generate_launch_description() -> LaunchDescription:
+    """The reward node with a params file, a model path and the cameras' and goal's remaps."""
     args = [
         DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("sole_r1_ros"), "config", "reward_node.yaml"]),
             description="node parameters (config/reward_node.yaml or a rig from config/rigs/)",
         ),
-        DeclareLaunchArgument("model_path", default_value="", description="checkpoint directory ('' = built-in default)"),
+        DeclareLaunchArgument("model_path", default_value="",
+                              description="checkpoint directory ('' = built-in default)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace for the node and its topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("external_topic", default_value="cameras/external/image_raw",

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sole_r1_ros.offline import bag_scoring as score_bag
+from sole_r1_ros.cli import score_bag
 from sole_r1_tools.synth.bag_writer import write_episode_bag
 from sole_r1_tools.synth.episodes import generate_episode
 
@@ -28,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sole_r1_tools.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="output folder (replaced)")
     parser.add_argument("--task", default="push", help="synthetic task kind (push | reach | place | stack)")
-    parser.add_argument("--outcome", default="success", help="success | failure | partial_regression | wrong_object | hover | occlusion")
+    parser.add_argument("--outcome", default="success",
+                        help="success | failure | partial_regression | wrong_object | hover | occlusion")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--fps", type=float, default=15.0)

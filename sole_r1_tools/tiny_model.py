@@ -187,7 +187,7 @@ QWEN3_VL_CHAT_TEMPLATE = """{%- if tools %}
 {%- if add_generation_prompt %}
     {{- '<|im_start|>assistant\\n' }}
 {%- endif %}
-"""
+"""  # noqa: E501 - the template is verbatim upstream text
 
 # Qwen2-VL / Qwen2.5-VL-*-Instruct chat template (injects a default system turn).
 QWEN2_VL_CHAT_TEMPLATE = (

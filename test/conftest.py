@@ -36,9 +36,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir: Path) -> Any:
     """The production ``TransformersBackend`` over the tiny Qwen3-VL (CPU), one per test module."""
-    from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
+    from sole_r1_ros.backends.transformers_backend import TransformersBackend
+    from sole_r1_ros.settings.groups import ModelSettings
 
-    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
+    return TransformersBackend(ModelSettings(path=str(tiny_model_dir), device="cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from typing import Any
 
 from PIL import Image
 
-from sole_r1_ros.backends.transformers_backend import BatchTimings, Generation
+from sole_r1_ros.backends.contract import BatchTimings, Generation, VisionLanguageModel
 
 
-class ScriptedModel:
+class ScriptedModel(VisionLanguageModel):
     """Replies from a script and records what it was asked: isolates the episode state machine
     (composite, prompt and parser stay real) from model randomness."""
 

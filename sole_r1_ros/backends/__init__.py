@@ -1,0 +1,1 @@
+"""Model backends behind one contract (:mod:`.contract`), chosen by name (:mod:`.registry`)."""

@@ -12,63 +12,25 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
 from sole_r1_ros.core.protocol import GenerationSettings
+from sole_r1_ros.errors import InferenceError, ModelLoadError
+from sole_r1_ros.settings.groups import ModelSettings
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import StoppingCriteriaList
 
 SUPPORTED_MODEL_TYPES = ("qwen3_vl", "qwen2_5_vl", "qwen2_vl")
 
 
-class ModelLoadError(RuntimeError):
-    """The model directory is missing, incomplete, corrupt or needs remote code that was not allowed."""
-
-
-class InferenceError(RuntimeError):
-    """The model failed during a forward pass (``out_of_memory`` tells whether memory ran out)."""
-
-    def __init__(self, message: str, *, out_of_memory: bool = False) -> None:
-        super().__init__(message)
-        self.out_of_memory = out_of_memory
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """How to load a checkpoint."""
-
-    path: str
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU) | "bfloat16" | "float16" | "float32"
-    attn_implementation: str | None = None  # None (transformers' default) | "sdpa" | "eager" | "flash_attention_2"
-    trust_remote_code: bool = False
-    min_pixels: int | None = None  # override the processor's image token budget
-    max_pixels: int | None = None
-    cpu_threads: int = 0  # > 0: torch intra-op threads on CPU (leave cores for the ROS executor)
-    linear_patch_embedding: bool = True  # run the vision Conv3d patch embedding as the matmul it is
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One reply and what producing it cost."""
-
-    text: str
-    prompt_tokens: int
-    new_tokens: int
-
-
-@dataclass
-class BatchTimings:
-    """Seconds spent in the processor and in ``generate`` for one batch."""
-
-    processor_s: float = 0.0
-    model_s: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
-
-
-def use_linear_patch_embedding(model: Any) -> int:
+def use_linear_patch_embedding(model: nn.Module) -> int:
     """Run every non-overlapping ``Conv3d`` patch embedding (Qwen2-VL, Qwen2.5-VL, Qwen3-VL
     ``*.patch_embed.proj``: stride == kernel) as the linear layer it is: same weights, same
     function, one GEMM instead of a convolution. oneDNN's and some cuDNN versions' Conv3d kernels
@@ -80,9 +42,11 @@ def use_linear_patch_embedding(model: Any) -> int:
     import torch.nn.functional as F
     from torch import nn
 
-    def forward(self: Any, hidden_states: Any) -> Any:
-        w = self.proj.weight
-        out = F.linear(hidden_states.reshape(-1, w[0].numel()).to(w.dtype), w.reshape(w.shape[0], -1), self.proj.bias)
+    def forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+        proj = self.proj
+        assert isinstance(proj, nn.Conv3d)
+        w = proj.weight
+        out = F.linear(hidden_states.reshape(-1, w[0].numel()).to(w.dtype), w.reshape(w.shape[0], -1), proj.bias)
         return out.view(-1, w.shape[0])
 
     switched = 0
@@ -105,7 +69,7 @@ def _resolve_device(device: str) -> str:
     return device
 
 
-def _resolve_dtype(dtype: str, device: str) -> Any:
+def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
     import torch
 
     if dtype == "auto":
@@ -138,10 +102,10 @@ def _check_model_dir(path: Path, trust_remote_code: bool) -> dict[str, Any]:
     return config
 
 
-class TransformersBackend:
-    """A Qwen-VL image-text-to-text model plus its processor, ready to generate."""
+class TransformersBackend(VisionLanguageModel):
+    """A Qwen-VL image-text-to-text model plus its processor, ready to generate in-process."""
 
-    def __init__(self, options: ModelOptions) -> None:
+    def __init__(self, options: ModelSettings) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         path = Path(options.path).expanduser()
@@ -155,6 +119,9 @@ class TransformersBackend:
         self.model_type = model_type
         self.device = _resolve_device(options.device)
         self.path = path
+        # the Auto* classes resolve to the checkpoint's own model and processor classes at run time
+        self.model: Any = None
+        self.processor: Any = None
         try:
             import torch
             from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -173,7 +140,7 @@ class TransformersBackend:
             self.model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
         except ModelLoadError:
             raise
-        except Exception as err:  # noqa: BLE001 - transformers raises many types for a bad checkpoint
+        except Exception as err:
             raise ModelLoadError(f"failed to load model from '{path}': {type(err).__name__}: {err}") from err
         if self.device == "cpu" and options.cpu_threads > 0:
             torch.set_num_threads(options.cpu_threads)
@@ -216,11 +183,12 @@ class TransformersBackend:
 
     def prompt_text(self, messages: list[dict[str, Any]]) -> str:
         """The exact prompt string the model sees (the checkpoint's own chat template)."""
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text: str = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text
 
     def generate(
         self,
-        conversations: Sequence[list[dict[str, Any]]],
+        conversations: Sequence[Conversation],
         images: Sequence[Image.Image],
         settings: GenerationSettings,
         timings: BatchTimings | None = None,
@@ -242,7 +210,8 @@ class TransformersBackend:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         kwargs["stopping_criteria"] = self._stopping_criteria()
         tokenizer = self.processor.tokenizer
-        kwargs["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        kwargs["pad_token_id"] = pad_id
         try:
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
@@ -252,7 +221,7 @@ class TransformersBackend:
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
             raise InferenceError(f"out of memory during generation: {err}", out_of_memory=True) from err
-        except Exception as err:  # noqa: BLE001 - any model failure becomes one error type
+        except Exception as err:
             raise InferenceError(f"generation failed: {type(err).__name__}: {err}") from err
         t2 = time.perf_counter()
         timings.processor_s += t1 - t0
@@ -264,7 +233,7 @@ class TransformersBackend:
         results = []
         for row, reply in enumerate(replies):
             generated = new_ids[row]
-            n_new = int((generated != kwargs["pad_token_id"]).sum()) if kwargs["pad_token_id"] is not None else len(generated)
+            n_new = int((generated != pad_id).sum()) if pad_id is not None else len(generated)
             results.append(Generation(text=reply, prompt_tokens=int(attention[row].sum()), new_tokens=n_new))
         return results
 
@@ -272,13 +241,14 @@ class TransformersBackend:
         """Make a generation in flight (and later ones) stop at the next token: for fast shutdown."""
         self._cancel.set()
 
-    def _stopping_criteria(self) -> Any:
+    def _stopping_criteria(self) -> StoppingCriteriaList:
+        import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        cancel, torch = self._cancel, self._torch
+        cancel = self._cancel
 
         class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
         return StoppingCriteriaList([_Cancelled()])

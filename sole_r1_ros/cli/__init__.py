@@ -1,0 +1,1 @@
+"""Command-line entry points: ``score_bag`` and ``sole-r1-score``."""

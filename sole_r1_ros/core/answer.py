@@ -26,6 +26,7 @@ class ParseStatus(str, Enum):
 
     @property
     def has_value(self) -> bool:
+        """Whether the reply yielded a progress number (possibly clipped)."""
         return self in (ParseStatus.OK, ParseStatus.CLIPPED)
 
 

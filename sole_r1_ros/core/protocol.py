@@ -14,12 +14,13 @@ from typing import Any
 import yaml
 
 from sole_r1_ros.core.composite import CompositeLayout
+from sole_r1_ros.errors import ConfigError
 
 _ALLOWED_FIELDS = frozenset({"task_description", "prev_progress"})
 _USER_KEYS = ("multi_view", "multi_view_from_zero", "single_view", "single_view_from_zero")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ConfigError):
     """A prompt/protocol file is missing, malformed or uses unknown placeholders."""
 
 
@@ -36,11 +37,11 @@ class GenerationSettings:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens <= 0:
-            raise ValueError("max_new_tokens must be positive")
+            raise ConfigError("max_new_tokens must be positive")
         if self.do_sample and self.temperature <= 0:
-            raise ValueError("temperature must be > 0 when sampling")
+            raise ConfigError("temperature must be > 0 when sampling")
         if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+            raise ConfigError("top_p must be in (0, 1]")
 
     @classmethod
     def greedy(cls, max_new_tokens: int = 200) -> GenerationSettings:
@@ -108,6 +109,7 @@ class Protocol:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (for logs and summaries)."""
         return asdict(self)
 
 

@@ -13,51 +13,21 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from dataclasses import dataclass
 
-REWARD_MODES = ("progress", "delta", "potential")
-SMOOTHING_MODES = ("none", "ema", "median")
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """Reward mapping settings (see module docstring)."""
-
-    mode: str = "progress"
-    gamma: float = 0.99
-    smoothing: str = "none"
-    ema_alpha: float = 0.5
-    median_window: int = 3
-    success_threshold: float | None = None
-    success_bonus: float = 0.0
-    clip_min: float | None = None
-    clip_max: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in REWARD_MODES:
-            raise ValueError(f"reward mode '{self.mode}' unknown; choose one of {REWARD_MODES}")
-        if self.smoothing not in SMOOTHING_MODES:
-            raise ValueError(f"smoothing '{self.smoothing}' unknown; choose one of {SMOOTHING_MODES}")
-        if not 0.0 < self.ema_alpha <= 1.0:
-            raise ValueError("ema_alpha must be in (0, 1]")
-        if self.median_window < 1:
-            raise ValueError("median_window must be >= 1")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError("gamma must be in [0, 1]")
-        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
-            raise ValueError("clip_min must not exceed clip_max")
+from sole_r1_ros.settings.groups import RewardSettings
 
 
 class RewardMapper:
     """Stateful progress → reward mapping for one episode; call :meth:`reset` on a new episode."""
 
-    def __init__(self, config: RewardConfig | None = None) -> None:
-        self.config = config or RewardConfig()
+    def __init__(self, config: RewardSettings | None = None) -> None:
+        self.config = config or RewardSettings()
         self._window: deque[float] = deque(maxlen=self.config.median_window)
         self._ema: float | None = None
         self._last: float | None = None
 
     def reset(self) -> None:
+        """Forget the episode (smoothing state and the previous value)."""
         self._window.clear()
         self._ema = None
         self._last = None
@@ -85,11 +55,9 @@ class RewardMapper:
             reward = value - previous
         else:
             reward = cfg.gamma * value - previous
-        if cfg.success_threshold is not None and value >= cfg.success_threshold:
+        if cfg.success_threshold >= 0 and value >= cfg.success_threshold:
             reward += cfg.success_bonus
         self._last = value
-        if cfg.clip_min is not None:
-            reward = max(cfg.clip_min, reward)
-        if cfg.clip_max is not None:
-            reward = min(cfg.clip_max, reward)
+        if cfg.clip:
+            reward = min(cfg.clip_max, max(cfg.clip_min, reward))
         return reward

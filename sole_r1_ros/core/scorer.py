@@ -12,50 +12,21 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
+from sole_r1_ros.backends.contract import BatchTimings, Generation, VisionLanguageModel
 from sole_r1_ros.core.answer import ParseStatus, parse_answer
-from sole_r1_ros.backends.transformers_backend import BatchTimings, Generation, InferenceError
 from sole_r1_ros.core.composite import grid_from_tiles, letterbox_views, to_model_image
-from sole_r1_ros.core.protocol import GenerationSettings, Protocol
+from sole_r1_ros.core.goal import GoalError, validate_goal
+from sole_r1_ros.core.protocol import GenerationSettings, Protocol, load_protocol
+from sole_r1_ros.core.status import EstimateStatus
+from sole_r1_ros.errors import InferenceError
 
-MAX_GOAL_CHARS = 1000
-
-
-class GoalError(ValueError):
-    """A goal that cannot start an episode (empty, too long, not text)."""
-
-
-def validate_goal(goal: object, *, max_chars: int = MAX_GOAL_CHARS) -> str:
-    """Return the stripped goal or raise :class:`GoalError` with the reason."""
-    if not isinstance(goal, str):
-        raise GoalError(f"goal must be a string, got {type(goal).__name__}")
-    text = goal.strip()
-    if not text:
-        raise GoalError("goal is empty")
-    if len(text) > max_chars:
-        raise GoalError(f"goal has {len(text)} characters; the limit is {max_chars}")
-    if "\ufffd" in text:
-        raise GoalError("goal is not valid UTF-8 (rclpy replaced undecodable bytes with U+FFFD)")
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in text):
-        raise GoalError("goal contains control characters")
-    return text
-
-
-class VisionLanguageModel(TypingProtocol):
-    """What the scorer needs from a backend (``TransformersBackend`` implements it)."""
-
-    def generate(
-        self,
-        conversations: Sequence[list[dict[str, Any]]],
-        images: Sequence[Image.Image],
-        settings: GenerationSettings,
-        timings: BatchTimings | None = None,
-    ) -> list[Generation]: ...
-
+if TYPE_CHECKING:
+    from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings
 
 @dataclass(frozen=True)
 class FrameSet:
@@ -80,7 +51,7 @@ class Episode:
     parse_failures: int = 0
 
     def __post_init__(self) -> None:
-        self.goal = validate_goal(self.goal)
+        self.goal = validate_goal(self.goal, max_chars=None)  # the length limit is the caller's setting
         if not self.roles:
             raise ValueError("an episode needs at least one camera role")
         self.roles = tuple(self.roles)
@@ -90,8 +61,8 @@ class Episode:
 class Estimate:
     """One progress estimate. ``progress`` is ``percent / 100`` (1.0 = done, may be negative).
 
-    ``status``: ``first_frame`` (defined 0), ``ok``, ``parse_failed`` (previous value carried
-    forward) or ``error`` (no model answer; previous value carried forward, episode not advanced).
+    ``status``: ``FIRST_FRAME`` (defined 0), ``OK``, ``PARSE_FAILED`` (previous value carried
+    forward) or ``ERROR`` (no model answer; previous value carried forward, episode not advanced).
     """
 
     episode_id: str
@@ -103,7 +74,7 @@ class Estimate:
     roles: tuple[str, ...]
     percent: int
     prev_percent: int
-    status: str
+    status: EstimateStatus
     parse_status: str | None
     reasoning: str
     raw_text: str
@@ -114,17 +85,20 @@ class Estimate:
 
     @property
     def progress(self) -> float:
+        """``percent / 100`` (1.0 = done)."""
         return self.percent / 100.0
 
     @property
     def has_progress(self) -> bool:
         """True when ``percent`` is a progress value to publish: the model's answer, the defined
         0 of the first frame, or the previous value carried over a parse failure."""
-        return self.status in ("ok", "first_frame", "parse_failed")
+        return self.status.has_progress
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data, JSON-ready."""
         d = asdict(self)
         d["roles"] = list(self.roles)
+        d["status"] = self.status.value
         d["progress"] = self.progress
         return d
 
@@ -153,9 +127,9 @@ class ProgressScorer:
         self.protocol = protocol
         self.generation = generation or protocol.generation
         self.from_zero = from_zero
-        self._escape = getattr(model, "escape_special_text", None) or (lambda text: text)
 
     def new_episode(self, goal: str, roles: Sequence[str]) -> Episode:
+        """A fresh episode (its first frame will be defined 0 %)."""
         return Episode(goal=goal, roles=tuple(roles))
 
     def score(self, episode: Episode, stamp_ns: int, views: Mapping[str, np.ndarray]) -> Estimate:
@@ -185,7 +159,7 @@ class ProgressScorer:
                 columns.insert(1, episode.previous.tiles)
             image = to_model_image(grid_from_tiles(columns, episode.roles, layout), layout)
             prev = None if self.from_zero else episode.prev_percent
-            goal = self._escape(episode.goal)
+            goal = self.model.escape_special_text(episode.goal)
             conversation = self.protocol.templates.messages(goal, prev, n_views=len(episode.roles))
             pending.append((index, _Pending(episode, current, image, conversation, time.perf_counter() - t0)))
         if pending:
@@ -201,7 +175,7 @@ class ProgressScorer:
         return Estimate(
             episode_id=episode.episode_id, step=0, goal=episode.goal, stamp_ns=current.stamp_ns,
             first_stamp_ns=current.stamp_ns, prev_stamp_ns=None, roles=episode.roles, percent=0,
-            prev_percent=0, status="first_frame", parse_status=None, reasoning="", raw_text="",
+            prev_percent=0, status=EstimateStatus.FIRST_FRAME, parse_status=None, reasoning="", raw_text="",
         )
 
     def _run(self, batch: list[_Pending]) -> list[Estimate]:
@@ -240,7 +214,7 @@ class ProgressScorer:
 
     def _failure(self, p: _Pending, error: str, timings: BatchTimings) -> Estimate:
         return Estimate(
-            **self._base(p), percent=p.episode.prev_percent, status="error", parse_status=None,
+            **self._base(p), percent=p.episode.prev_percent, status=EstimateStatus.ERROR, parse_status=None,
             reasoning="", raw_text="", error=error, timings=self._timing(p, timings, 1),
         )
 
@@ -252,9 +226,9 @@ class ProgressScorer:
         base = self._base(p)
         if parsed.status.has_value:
             assert parsed.percent is not None
-            percent, status, error = parsed.percent, "ok", None
+            percent, status, error = parsed.percent, EstimateStatus.OK, None
         else:
-            percent, status = ep.prev_percent, "parse_failed"
+            percent, status = ep.prev_percent, EstimateStatus.PARSE_FAILED
             error = f"{parsed.status.value}: no usable <answer> in the reply"
             ep.parse_failures += 1
         estimate = Estimate(
@@ -269,4 +243,16 @@ class ProgressScorer:
         return estimate
 
 
-__all__ = ["Episode", "Estimate", "FrameSet", "GoalError", "ParseStatus", "ProgressScorer", "validate_goal"]
+def build_scorer(model: ModelSettings, decoding: DecodingSettings) -> ProgressScorer:
+    """Load the backend ``model`` names and the protocol, decoding as ``decoding`` says; raises
+    :class:`~sole_r1_ros.errors.ModelLoadError` or :class:`~sole_r1_ros.errors.ConfigError`."""
+    from sole_r1_ros.backends.registry import load_backend
+
+    protocol = load_protocol(decoding.prompt_config or None)
+    backend = load_backend(model)
+    return ProgressScorer(backend, protocol, generation=decoding.generation(protocol.generation),
+                          from_zero=decoding.from_zero)
+
+
+__all__ = ["Episode", "Estimate", "FrameSet", "GoalError", "ParseStatus", "ProgressScorer", "build_scorer",
+           "validate_goal"]

@@ -8,8 +8,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
+
+from sole_r1_ros.errors import InputError
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": "raw", "sensor_msgs/msg/CompressedImage": "compressed"}
 STRING_TYPE = "std_msgs/msg/String"
@@ -18,7 +21,7 @@ FLOAT32_TYPE = "std_msgs/msg/Float32"
 TYPESTORE = get_typestore(Stores.LATEST)
 
 
-class BagError(RuntimeError):
+class BagError(InputError):
     """A bag that is missing, corrupt, truncated or lacks what was asked for."""
 
 
@@ -42,7 +45,7 @@ class BagReader:
         try:
             self._reader = Reader(self.path)
             self._reader.open()
-        except Exception as err:  # noqa: BLE001 - rosbags raises several types for bad bags
+        except Exception as err:  # rosbags raises several types for bad bags
             raise BagError(f"cannot open bag '{self.path}': {type(err).__name__}: {err}") from err
         self.topics: dict[str, str] = {c.topic: c.msgtype for c in self._reader.connections}
         self.counts: dict[str, int] = {}
@@ -52,10 +55,13 @@ class BagReader:
     def __enter__(self) -> BagReader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
+        """Close the bag; errors while closing are swallowed (never masks the error that led here)."""
         try:
             self._reader.close()
         except Exception:  # noqa: BLE001 - closing a broken bag must not mask the real error
@@ -63,13 +69,16 @@ class BagReader:
 
     @property
     def start_ns(self) -> int:
+        """Log time of the bag's first message, ns."""
         return int(self._reader.start_time)
 
     @property
     def end_ns(self) -> int:
+        """Log time of the bag's last message, ns."""
         return int(self._reader.end_time)
 
     def topics_of_type(self, msgtypes: Iterable[str]) -> list[str]:
+        """The bag's topics whose message type is one of ``msgtypes``, sorted."""
         wanted = set(msgtypes)
         return sorted(t for t, m in self.topics.items() if m in wanted)
 
@@ -84,14 +93,14 @@ class BagReader:
             for connection, log_time, raw in self._reader.messages(connections=connections):
                 try:
                     msg = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:
                     raise BagError(
                         f"corrupt message on '{connection.topic}' at {log_time}: {type(err).__name__}: {err}"
                     ) from err
                 yield BagMessage(connection.topic, connection.msgtype, int(log_time), msg)
         except BagError:
             raise
-        except Exception as err:  # noqa: BLE001 - truncated files surface as various errors
+        except Exception as err:  # truncated files surface as various errors
             raise BagError(f"cannot read bag '{self.path}': {type(err).__name__}: {err}") from err
 
 
@@ -104,15 +113,18 @@ class BagWriter:
             raise ValueError(f"storage must be one of {sorted(plugins)}")
         self._writer = Writer(Path(path), version=8, storage_plugin=plugins[storage])
         self._writer.open()
-        self._connections: dict[str, Any] = {}
+        self._connections: dict[str, Connection] = {}
 
     def __enter__(self) -> BagWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
-    def write(self, topic: str, msgtype: str, log_time_ns: int, msg: Any) -> None:
+    def write(self, topic: str, msgtype: str, log_time_ns: int, msg: object) -> None:
+        """Serialize ``msg`` (a ``rosbags`` message of type ``msgtype``) onto ``topic`` at ``log_time_ns``."""
         connection = self._connections.get(topic)
         if connection is None:
             connection = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
@@ -120,10 +132,13 @@ class BagWriter:
         self._writer.write(connection, log_time_ns, TYPESTORE.serialize_cdr(msg, msgtype))
 
     def write_string(self, topic: str, log_time_ns: int, text: str) -> None:
+        """Write a ``std_msgs/String``."""
         self.write(topic, STRING_TYPE, log_time_ns, TYPESTORE.types[STRING_TYPE](data=text))
 
     def write_float32(self, topic: str, log_time_ns: int, value: float) -> None:
+        """Write a ``std_msgs/Float32``."""
         self.write(topic, FLOAT32_TYPE, log_time_ns, TYPESTORE.types[FLOAT32_TYPE](data=float(value)))
 
     def close(self) -> None:
+        """Finish the bag (writes its metadata)."""
         self._writer.close()

@@ -9,16 +9,23 @@ raises :class:`ImageDecodeError` (never anything else) for bad input.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Protocol, SupportsInt, cast
 
 import cv2
 import numpy as np
+
+from sole_r1_ros.errors import InputError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_ENCODINGS",
     "ImageDecodeError",
+    "TimeLike",
     "decode_any",
     "decode_compressed",
     "decode_image",
@@ -38,7 +45,7 @@ _JPEG_SOF_MARKERS = frozenset(
 _JPEG_STANDALONE_MARKERS = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """An image message could not be decoded.
 
     ``reason`` is a short machine-readable tag, one of: ``bad_message``,
@@ -169,14 +176,28 @@ _LAYOUTS: dict[str, _Layout] = {
 SUPPORTED_ENCODINGS: frozenset[str] = frozenset(_LAYOUTS)
 
 
-def _field(msg: Any, name: str) -> Any:
+class TimeLike(Protocol):
+    """A ``builtin_interfaces/Time`` (rclpy or rosbags message, or anything with ``sec``/``nanosec``)."""
+
+    @property
+    def sec(self) -> SupportsInt:
+        """Whole seconds."""
+        ...
+
+    @property
+    def nanosec(self) -> SupportsInt:
+        """Nanoseconds within the second."""
+        ...
+
+
+def _field(msg: object, name: str) -> object:
     try:
         return getattr(msg, name)
     except AttributeError:
         raise ImageDecodeError("bad_message", f"message has no '{name}' field") from None
 
 
-def _uint_field(msg: Any, name: str) -> int:
+def _uint_field(msg: object, name: str) -> int:
     value = _field(msg, name)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ImageDecodeError("bad_message", f"'{name}' must be an integer, got {type(value).__name__}")
@@ -185,14 +206,15 @@ def _uint_field(msg: Any, name: str) -> int:
     return int(value)
 
 
-def _as_bytes_view(data: Any) -> np.ndarray:
+def _as_bytes_view(data: object) -> np.ndarray:
     """A flat uint8 view of ``data`` (bytes, bytearray, array.array, memoryview, ndarray, list)."""
     if isinstance(data, np.ndarray):
         return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
     if isinstance(data, str):
         raise ImageDecodeError("bad_message", "'data' must be bytes-like, got str")
     try:
-        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+        # memoryview() itself is the buffer-protocol check: a non-buffer raises TypeError
+        return np.frombuffer(memoryview(cast("Buffer", data)).cast("B"), dtype=np.uint8)
     except (TypeError, ValueError):
         pass
     try:
@@ -208,7 +230,7 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def decode_image(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(msg: object, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a raw ``sensor_msgs/Image`` into a fresh ``HxWx3`` uint8 RGB array.
 
     Honours ``step`` row padding and ``is_bigendian``. 16-bit colour/mono data keep the
@@ -323,7 +345,7 @@ def _compressed_depth_to_float(raw: np.ndarray, header: bytes) -> np.ndarray:
     return depth
 
 
-def decode_compressed(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_compressed(msg: object, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG / PNG / compressedDepth PNG) to RGB.
 
     The container's declared size is read from the PNG IHDR / JPEG SOF and checked
@@ -386,7 +408,7 @@ def decode_compressed(msg: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
     raise ImageDecodeError("corrupt_compressed", f"unexpected decoded shape {img.shape}")
 
 
-def decode_any(msg: Any, **kw: Any) -> np.ndarray:
+def decode_any(msg: object, **kw: int) -> np.ndarray:
     """Decode a raw or compressed image message, dispatching on ``format`` vs ``encoding``."""
     if hasattr(msg, "format"):
         return decode_compressed(msg, **kw)
@@ -412,9 +434,13 @@ def _single_channel(rgb: np.ndarray, encoding: str) -> np.ndarray:
     gray = _to_gray(rgb)
     if encoding in ("mono8", "8UC1"):
         return gray
+    # numpy's stubs type arithmetic on an ndarray of unknown dtype as Any; the result is an ndarray
+    scaled: np.ndarray
     if encoding in ("mono16", "16UC1"):
-        return gray.astype(np.uint16) * np.uint16(257)
-    return gray.astype(np.float32) / np.float32(255.0)
+        scaled = gray.astype(np.uint16) * np.uint16(257)
+    else:
+        scaled = gray.astype(np.float32) / np.float32(255.0)
+    return scaled
 
 
 def encode_image(
@@ -492,6 +518,6 @@ def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     return f"{src}; {codec} compressed {dst}", buf.tobytes()
 
 
-def stamp_to_ns(stamp: Any) -> int:
+def stamp_to_ns(stamp: TimeLike) -> int:
     """``builtin_interfaces/Time``-like ``stamp`` (``sec``, ``nanosec``) to integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)

@@ -9,13 +9,17 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
+
+from sole_r1_ros.errors import InputError
+
+M = TypeVar("M")
 
 _LE = struct.Struct("<iI")
 _BE = struct.Struct(">iI")
 
 
-class SerializedMessageError(ValueError):
+class SerializedMessageError(InputError):
     """Bytes too short or with an unknown CDR encapsulation to hold a header stamp."""
 
 
@@ -27,21 +31,24 @@ def header_stamp_ns(data: bytes) -> int:
     kind = data[1]
     if data[0] != 0 or kind not in (0, 1, 2, 3):
         raise SerializedMessageError(f"unknown CDR encapsulation {bytes(data[:2]).hex()}")
+    sec: int
+    nanosec: int
     sec, nanosec = (_LE if kind & 1 else _BE).unpack_from(data, 4)
     return sec * 1_000_000_000 + nanosec
 
 
 @dataclass(frozen=True)
-class SerializedMessage:
+class SerializedMessage(Generic[M]):
     """Raw message bytes plus the function that turns them into the message object."""
 
     data: bytes
-    deserialize: Callable[[bytes], Any]
+    deserialize: Callable[[bytes], M]
 
-    def message(self) -> Any:
+    def message(self) -> M:
+        """The deserialized message (deserialized anew on every call)."""
         return self.deserialize(self.data)
 
 
-def materialize(msg: Any) -> Any:
+def materialize(msg: SerializedMessage[M] | M) -> M:
     """The message object, deserializing it first if it is still serialized."""
     return msg.message() if isinstance(msg, SerializedMessage) else msg

@@ -8,10 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sole_r1_ros.errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class MediaError(ValueError):
+class MediaError(InputError):
     """A video or image folder that cannot be read."""
 
 

@@ -1,0 +1,1 @@
+"""Offline scoring: recorded bags (plan, run, journal, outputs) and the reports (plot, video)."""

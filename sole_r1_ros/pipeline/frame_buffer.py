@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 __all__ = [
     "CameraBuffer",
@@ -63,6 +64,7 @@ class CameraBuffer:
 
     @property
     def maxlen(self) -> int:
+        """Capacity in frames."""
         return self._frames.maxlen  # type: ignore[return-value]
 
     @property
@@ -75,7 +77,7 @@ class CameraBuffer:
         with self._lock:
             return len(self._frames)
 
-    def push(self, stamp_ns: int, msg: Any, received_ns: int) -> StampedFrame:
+    def push(self, stamp_ns: int, msg: object, received_ns: int) -> StampedFrame:
         """Store a raw message; returns the stored :class:`StampedFrame`."""
         frame = StampedFrame(int(stamp_ns), msg, int(received_ns))
         with self._lock:
@@ -251,22 +253,26 @@ class FrameSelector:
 
     @property
     def roles(self) -> tuple[str, ...]:
+        """Camera roles, the reference camera first."""
         return self._roles
 
     @property
     def reference_role(self) -> str:
+        """The role whose stamps the other views are aligned to."""
         return self._roles[0]
 
     def buffer(self, role: str) -> CameraBuffer:
+        """The :class:`CameraBuffer` of ``role`` (raises KeyError for an unknown role)."""
         return self._buffers[role]
 
     __getitem__ = buffer
 
-    def push(self, role: str, stamp_ns: int, msg: Any, received_ns: int) -> StampedFrame:
+    def push(self, role: str, stamp_ns: int, msg: object, received_ns: int) -> StampedFrame:
         """Store a raw message for ``role`` (raises KeyError for an unknown role)."""
         return self._buffers[role].push(stamp_ns, msg, received_ns)
 
     def clear(self) -> None:
+        """Clear every camera's buffer."""
         for buf in self._buffers.values():
             buf.clear()
 

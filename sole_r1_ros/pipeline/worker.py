@@ -14,110 +14,26 @@ callback that publishes. Scheduling:
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from sole_r1_ros.pipeline.frame_buffer import FrameSelector, Selection
+from sole_r1_ros.core.goal import validate_goal
+from sole_r1_ros.core.reward import RewardMapper
+from sole_r1_ros.core.scorer import Episode, ProgressScorer
+from sole_r1_ros.core.status import EstimateStatus, parse_status_text
 from sole_r1_ros.messages.image_codec import ImageDecodeError, decode_any
-from sole_r1_ros.core.reward import RewardConfig, RewardMapper
-from sole_r1_ros.pipeline.schedule import RateSchedule
 from sole_r1_ros.messages.serialized import materialize
-from sole_r1_ros.core.scorer import Episode, Estimate, GoalError, ProgressScorer, validate_goal
+from sole_r1_ros.pipeline.frame_buffer import FrameSelector, Selection
+from sole_r1_ros.pipeline.result import RewardResult
+from sole_r1_ros.pipeline.schedule import RateSchedule
+from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
 
 LOG = logging.getLogger(__name__)
-
-ESTIMATE_SCHEMA = "sole_r1_ros/estimate/1"
-MAX_REASONING_CHARS = 4000
-MODES = ("rate", "request")
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Scheduling and frame-selection settings."""
-
-    mode: str = "rate"
-    period_s: float = 1.0
-    align_tolerance_s: float = 0.05
-    max_frame_age_s: float = 2.0
-    request_queue_size: int = 16
-    max_decode_pixels: int = 33_177_600
-    time_jump_back_s: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode '{self.mode}' unknown; choose one of {MODES}")
-        if self.period_s < 0 or self.align_tolerance_s < 0 or self.max_frame_age_s <= 0:
-            raise ValueError("period_s and align_tolerance_s must be >= 0, max_frame_age_s > 0")
-        if self.request_queue_size < 1:
-            raise ValueError("request_queue_size must be >= 1")
-
-
-@dataclass(frozen=True)
-class RewardResult:
-    """What the node publishes for one scoring attempt.
-
-    ``estimate`` is None when no estimate could be made (no goal, frames missing/stale/not
-    aligned, undecodable image, queue overflow); ``status`` then names the reason.
-    """
-
-    status: str
-    detail: str
-    request_id: str = ""
-    estimate: Estimate | None = None
-    reward: float | None = None
-    view_stamps_ns: dict[str, int] = field(default_factory=dict)
-    episode_id: str = ""
-    goal: str = ""
-    requested_stamp_ns: int | None = None
-
-    @property
-    def publishes_progress(self) -> bool:
-        """Progress/reward/reasoning topics get a value only when the model (or the episode's
-        defined start) produced one; a parse failure carries the previous value forward."""
-        return self.estimate is not None and self.estimate.has_progress
-
-    @property
-    def reasoning(self) -> str:
-        """The model's reasoning, bounded to ``MAX_REASONING_CHARS``."""
-        text = self.estimate.reasoning if self.estimate else ""
-        return text[:MAX_REASONING_CHARS]
-
-    def to_dict(self) -> dict[str, Any]:
-        e = self.estimate
-        return {
-            "schema": ESTIMATE_SCHEMA,
-            "status": self.status,
-            "detail": self.detail,
-            "request_id": self.request_id,
-            "requested_stamp_ns": self.requested_stamp_ns,
-            "stamp_ns": e.stamp_ns if e else None,
-            "first_stamp_ns": e.first_stamp_ns if e else None,
-            "prev_stamp_ns": e.prev_stamp_ns if e else None,
-            "views": self.view_stamps_ns,
-            "goal": e.goal if e else self.goal,
-            "episode_id": e.episode_id if e else self.episode_id,
-            "step": e.step if e else None,
-            "progress": e.progress if self.publishes_progress and e else None,
-            "percent": e.percent if self.publishes_progress and e else None,
-            "prev_percent": e.prev_percent if e else None,
-            "reward": self.reward,
-            "reasoning": self.reasoning,
-            "parse_status": e.parse_status if e else None,
-            "error": e.error if e else None,
-            "timings": dict(e.timings) if e else {},
-            "tokens": {"prompt": e.prompt_tokens, "generated": e.new_tokens} if e else {},
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
-
 
 @dataclass
 class _Request:
@@ -156,8 +72,8 @@ class RewardWorker:
         scorer: ProgressScorer,
         selector: FrameSelector,
         *,
-        config: WorkerConfig,
-        reward_config: RewardConfig,
+        config: WorkerSettings,
+        reward_config: RewardSettings,
         clock: Callable[[], int],
         emit: Callable[[RewardResult], None],
     ) -> None:
@@ -177,6 +93,7 @@ class RewardWorker:
 
     # --- control, called from executor callbacks ---------------------------------------------
     def start(self) -> None:
+        """Start the inference thread."""
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> bool:
@@ -185,26 +102,27 @@ class RewardWorker:
         with self._lock:
             self._stop = True
             self._lock.notify_all()
-        cancel = getattr(self.scorer.model, "cancel", None)
-        if cancel is not None:
-            cancel()
+        self.scorer.model.cancel()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
     @property
     def goal(self) -> str:
+        """The current episode's goal ("" before the first)."""
         with self._lock:
             return self._slot.episode.goal if self._slot else ""
 
     @property
     def episode_id(self) -> str:
+        """The current episode's id ("" before the first)."""
         with self._lock:
             return self._slot.episode.episode_id if self._slot else ""
 
     def set_goal(self, goal: object) -> str:
-        """Start a new episode for ``goal``; raises :class:`GoalError` (state unchanged) if invalid."""
-        text = validate_goal(goal)
+        """Start a new episode for ``goal``; raises :class:`~sole_r1_ros.core.goal.GoalError`
+        (state unchanged) if invalid. The one place a goal is validated (``max_goal_chars``)."""
+        text = validate_goal(goal, max_chars=self.config.max_goal_chars)
         with self._lock:
             self._new_episode(text)
         return text
@@ -229,12 +147,13 @@ class RewardWorker:
                 self._lock.notify_all()
         if overflow:
             self.emit(RewardResult(
-                status="queue_overflow",
-                detail=f"request queue full ({self.config.request_queue_size}); request dropped unanswered by the model",
+                status=EstimateStatus.QUEUE_OVERFLOW,
+                detail=f"request queue full ({self.config.request_queue_size}); "
+                       "request dropped unanswered by the model",
                 request_id=request_id, requested_stamp_ns=stamp_ns, goal=self.goal, episode_id=self.episode_id,
             ))
 
-    def push_frame(self, role: str, stamp_ns: int, msg: Any, received_ns: int) -> None:
+    def push_frame(self, role: str, stamp_ns: int, msg: object, received_ns: int) -> None:
         """Store a raw camera message (cheap: no decoding). A reference-camera stamp more than
         ``time_jump_back_s`` behind the newest one means time jumped back (a bag loop, a restarted
         clock): buffered frames are dropped and a new episode starts with the same goal."""
@@ -258,6 +177,7 @@ class RewardWorker:
             self.stats.last_failure = f"decode_error:{role}: {detail}"
 
     def queue_depth(self) -> int:
+        """Requests waiting (request mode)."""
         with self._lock:
             return len(self._requests)
 
@@ -279,7 +199,7 @@ class RewardWorker:
                 while job is None and not self._stop:
                     self._lock.wait(timeout=self._wait_s())
                     job = self._next_job()
-                if self._stop:
+                if self._stop or job is None:
                     return
                 slot = self._slot
             self._execute(job, slot)
@@ -302,9 +222,9 @@ class RewardWorker:
             self.stats.busy = True
         try:
             result = self._score(job, slot)
-        except Exception as err:  # noqa: BLE001 - the loop must survive anything
+        except Exception as err:
             LOG.exception("inference step failed")
-            result = RewardResult(status="error", detail=f"internal error: {type(err).__name__}: {err}",
+            result = RewardResult(status=EstimateStatus.ERROR, detail=f"internal error: {type(err).__name__}: {err}",
                                   request_id=job.request_id)
         finally:
             with self._lock:
@@ -336,7 +256,7 @@ class RewardWorker:
         rate_mode = job.rate
         requested = None if rate_mode else job.stamp_ns
         if slot is None:
-            return None if rate_mode else self._fail(job, "no_goal", "no goal has been set", slot)
+            return None if rate_mode else self._fail(job, EstimateStatus.NO_GOAL, "no goal has been set", slot)
         cfg = self.config
         selection = self.selector.select(
             job.stamp_ns,
@@ -348,20 +268,21 @@ class RewardWorker:
             with self._lock:
                 self.stats.selection_failures[selection.kind] += 1
                 self.stats.last_failure = f"{selection.reason}: {selection.detail}"
-            return None if rate_mode else self._fail(job, selection.reason, selection.detail, slot)
+            kind, role = parse_status_text(selection.reason)
+            return None if rate_mode else self._fail(job, kind, selection.detail, slot, role=role)
         views: dict[str, np.ndarray] = {}
         for role, frame in selection.frames.items():
             try:
                 try:
                     msg = materialize(frame.msg)
-                except Exception as err:  # noqa: BLE001 - any deserializer failure is a bad message
+                except Exception as err:
                     raise ImageDecodeError("bad_message", f"cannot deserialize: {type(err).__name__}: {err}") from err
                 views[role] = decode_any(msg, max_pixels=cfg.max_decode_pixels)
             except ImageDecodeError as err:
                 with self._lock:
                     self.stats.decode_errors[err.reason] += 1
                     self.stats.last_failure = f"decode_error:{role}: {err}"
-                return self._fail(job, f"decode_error:{role}", str(err), slot)
+                return self._fail(job, EstimateStatus.DECODE_ERROR, str(err), slot, role=role)
         stamps = {role: f.stamp_ns for role, f in selection.frames.items()}
         t0 = time.perf_counter()
         estimate = self.scorer.score(slot.episode, selection.stamp_ns, views)
@@ -370,9 +291,9 @@ class RewardWorker:
         with self._lock:
             self.stats.estimates += 1
             self.stats.last_latency_s = latency
-            if estimate.status == "parse_failed":
+            if estimate.status is EstimateStatus.PARSE_FAILED:
                 self.stats.parse_failures += 1
-            if estimate.status == "error":
+            if estimate.status is EstimateStatus.ERROR:
                 self.stats.model_errors += 1
                 self.stats.last_failure = estimate.error or "model error"
             current = self._slot.episode.episode_id if self._slot else ""
@@ -385,9 +306,10 @@ class RewardWorker:
         )
 
     @staticmethod
-    def _fail(job: _Request, status: str, detail: str, slot: _EpisodeSlot | None) -> RewardResult:
+    def _fail(job: _Request, status: EstimateStatus, detail: str, slot: _EpisodeSlot | None,
+              role: str | None = None) -> RewardResult:
         return RewardResult(
-            status=status, detail=detail, request_id=job.request_id,
+            status=status, role=role, detail=detail, request_id=job.request_id,
             requested_stamp_ns=None if job.rate else job.stamp_ns,
             goal=slot.episode.goal if slot else "", episode_id=slot.episode.episode_id if slot else "",
         )

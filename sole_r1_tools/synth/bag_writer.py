@@ -19,8 +19,9 @@ import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,7 +56,7 @@ def compressed_topics(topics: Mapping[str, str]) -> dict[str, str]:
     return {role: t if t.endswith("/compressed") else t.rstrip("/") + "/compressed" for role, t in topics.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _typestore_for(store: Stores) -> Any:
     return get_typestore(store)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .bag_writer import ENCODINGS, IMAGE_FORMATS, STORAGES, export_pngs, export_video, write_episode_bag
 from .episodes import DEFAULT_START_NS, OUTCOMES, TASK_KINDS, generate_episode

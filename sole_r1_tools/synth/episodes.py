@@ -10,8 +10,9 @@ occluded frames.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -728,7 +729,7 @@ def generate_episode(
     variant = outcome
     attempts = 0
     validated = False
-    for attempts in range(1, _MAX_ATTEMPTS + 1):
+    for attempts in range(1, _MAX_ATTEMPTS + 1):  # noqa: B007 - the count is recorded after the loop
         cand = _sample_layout(layout_rng, task_kind, target_color, reference_color)
         if cand is None:
             continue

@@ -9,8 +9,8 @@ change apparent size (perspective) and shadow offsets.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np

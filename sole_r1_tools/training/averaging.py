@@ -11,7 +11,8 @@ trajectory and the two saved models differ only by the averaging.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 
 class WeightAverage:

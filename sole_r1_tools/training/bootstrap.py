@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sole_r1_tools.training.evaluate import TARGETS, trace_metrics
+from sole_r1_tools.training.metrics import TARGETS, trace_metrics
 
 METRICS = tuple(TARGETS)
 

@@ -30,8 +30,15 @@ import numpy as np
 
 from sole_r1_ros.core.composite import compose
 from sole_r1_ros.core.protocol import Protocol
-from sole_r1_tools.synth.episodes import (GOAL_TEMPLATES, OUTCOMES, TASK_KINDS, Episode, generate_episode,
-                                        relabel_candidates, relabel_goal)
+from sole_r1_tools.synth.episodes import (
+    GOAL_TEMPLATES,
+    OUTCOMES,
+    TASK_KINDS,
+    Episode,
+    generate_episode,
+    relabel_candidates,
+    relabel_goal,
+)
 from sole_r1_tools.synth.scene import BLOCK_COLORS, DISTRACTOR_COLORS, DISTRACTOR_SHAPES, SceneState
 
 NEAR_GRIPPER = 0.05  # m: the gripper is "at" an object (xy)
@@ -130,7 +137,7 @@ def marked_reasoning(ep: Episode, prev_idx: int, cur_idx: int, prev_percent: int
     """:func:`reasoning_text` with its decision words (motion, contact, place, direction, phase) and
     its comparison with the goal's object wrapped in marks (:func:`strip_marks`)."""
     meta = ep.meta
-    task, scene = meta["task"], meta["scene"]
+    task = meta["task"]
     kind = task.kind
     t = task.target
     target = _object_name(ep, t)

@@ -36,60 +36,23 @@ import numpy as np
 
 from sole_r1_ros.core.answer import parse_answer
 from sole_r1_tools.synth.episodes import Episode
-from sole_r1_tools.training.dataset import (REPLY_SENTENCES, EpisodeSpec, evaluation_specs, make_episode, reasoning_text,
-                                          scored_indices)
-
-SUCCESS_OUTCOMES = ("success", "occlusion")
-HACKING_OUTCOMES = ("wrong_object", "hover")
-TARGETS = {"voc": (">=", 0.9), "mae": ("<=", 0.10), "auroc": (">=", 0.95), "hacking_final": ("<=", 0.3),
-           "parse_rate": (">=", 0.99)}
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation with average ranks for ties; 0 when either side is constant."""
-    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
-    sa, sb = ra.std(), rb.std()
-    if len(ra) < 2 or sa == 0 or sb == 0:
-        return 0.0
-    return float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
-
-
-def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    if not pos or not neg:
-        return float("nan")
-    p, n = np.asarray(pos, dtype=np.float64)[:, None], np.asarray(neg, dtype=np.float64)[None, :]
-    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+from sole_r1_tools.training.dataset import (
+    REPLY_SENTENCES,
+    EpisodeSpec,
+    evaluation_specs,
+    make_episode,
+    reasoning_text,
+    scored_indices,
+)
+from sole_r1_tools.training.loading import load_model
+from sole_r1_tools.training.metrics import SUCCESS_OUTCOMES, TARGETS, _mae, _meets, _split, _voc, trace_metrics
 
 
 def _backend(model: str | Any, device: str) -> Any:
     """``model`` itself if it is a loaded backend, else the model directory loaded in float32."""
     if hasattr(model, "generate"):
         return model
-    from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
-
-    return TransformersBackend(ModelOptions(path=str(model), device=device, dtype="float32"))
-
-
-def _split(traces: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], ...]:
-    """(successful, unsuccessful, hacking) episodes' traces."""
-    return ([t for t in traces if t["outcome"] in SUCCESS_OUTCOMES],
-            [t for t in traces if t["outcome"] not in SUCCESS_OUTCOMES],
-            [t for t in traces if t["outcome"] in HACKING_OUTCOMES])
+    return load_model(model, device=device)
 
 
 def evaluate(
@@ -197,19 +160,6 @@ def evaluate(
 _SENTENCE_END = re.compile(r"(?<=\.) ")
 
 
-def trace_metrics(traces: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """The five headline metrics of scored episodes' traces (see the module docstring)."""
-    succ, fail, hack = _split(traces)
-    statuses = [s for t in traces for s in t["status"] if s != "first_frame"]
-    return {
-        "voc": _voc(succ),
-        "mae": _mae(traces),
-        "auroc": auroc([t["pred"][-1] for t in succ], [t["pred"][-1] for t in fail]),
-        "hacking_final": float(np.mean([t["pred"][-1] for t in hack])) if hack else float("nan"),
-        "parse_rate": sum(s == "ok" for s in statuses) / len(statuses) if statuses else float("nan"),
-    }
-
-
 def reasoning_accuracy(episodes: Sequence[Episode], traces: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Per reply sentence, the fraction of model calls that state what the true state says
     (``dataset.reasoning_text`` for the same step and quoted previous progress)."""
@@ -222,36 +172,6 @@ def reasoning_accuracy(episodes: Sequence[Episode], traces: Sequence[dict[str, A
             for j, name in enumerate(REPLY_SENTENCES):
                 hits[name].append(j < len(said) and j < len(truth) and said[j] == truth[j])
     return {name: float(np.mean(v)) if v else float("nan") for name, v in hits.items()}
-
-
-def _voc(traces: Sequence[dict[str, Any]]) -> float:
-    """Mean Spearman correlation of predicted progress with time (nan without traces)."""
-    vocs = [spearman(t["pred"], list(range(len(t["pred"])))) for t in traces]
-    return float(np.mean(vocs)) if vocs else float("nan")
-
-
-def _mae(traces: Sequence[dict[str, Any]]) -> float:
-    """Mean |predicted - true| progress over the model calls of ``traces`` (nan without calls)."""
-    errors = [abs(p - q) for t in traces for p, q, s in zip(t["pred"], t["true"], t["status"]) if s != "first_frame"]
-    return float(np.mean(errors)) if errors else float("nan")
-
-
-def _distance_to_target(value: float, op: str, target: float) -> float:
-    """How far ``value`` is from meeting ``op target`` (0 when it meets it; nan counts 1)."""
-    if value != value:  # nan
-        return 1.0
-    return max(0.0, target - value) if op == ">=" else max(0.0, value - target)
-
-
-def _meets(value: float, op: str, target: float) -> bool:
-    return _distance_to_target(value, op, target) == 0.0
-
-
-def target_shortfall(metrics: dict[str, float]) -> float:
-    """How far the headline metrics are from their :data:`TARGETS`, summed (0 when all are met;
-    a missing or nan metric counts 1): the score model selection minimises."""
-    return sum(_distance_to_target(float(metrics.get(name, float("nan"))), op, target)
-               for name, (op, target) in TARGETS.items())
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -314,21 +234,6 @@ def true_quote_error(model: str | Any, *, episodes: int = 24, seed: int = 1000,
             "model_calls": sum(len(e) for e in errors.values())}
 
 
-def measure_image_dependence(model_dir: str | Path, episodes: int = 8, seed: int = 1000) -> dict[str, float]:
-    """Teacher-forced answer-token loss on held-out steps whose quoted previous progress is uniform
-    random, with the right composites and with composites swapped between steps
-    (``train.image_dependence``)."""
-    from sole_r1_ros.core.protocol import load_protocol
-    from sole_r1_tools.training.dataset import ExampleBuilder
-    from sole_r1_tools.training.train import _load_backend, build_examples, image_dependence
-
-    specs = evaluation_specs(episodes, seed)
-    examples = build_examples(Path(model_dir), specs, seed, noise=0.0, p_random=1.0, workers=1)
-    backend = _load_backend(Path(model_dir))
-    result = image_dependence(backend.model, ExampleBuilder(backend, load_protocol()), examples, 8)
-    return {**result, "examples": len(examples)}
-
-
 def comparison_probe(model_dir: str | Path, episodes: int = 48, seed: int = 2000,
                      batch_size: int = 8) -> dict[str, float]:
     """Does the model compare the colour it names with the goal's? Teacher-forced, on held-out
@@ -346,11 +251,16 @@ def comparison_probe(model_dir: str | Path, episodes: int = 48, seed: int = 2000
     import torch
 
     from sole_r1_ros.core.protocol import load_protocol
-    from sole_r1_tools.training.dataset import (ExampleBuilder, collate, colour_counterfactual, goal_swap_pair,
-                                              percent_at, scored_indices)
-    from sole_r1_tools.training.train import _load_backend
+    from sole_r1_tools.training.dataset import (
+        ExampleBuilder,
+        collate,
+        colour_counterfactual,
+        goal_swap_pair,
+        percent_at,
+        scored_indices,
+    )
 
-    backend = _load_backend(Path(model_dir))
+    backend = load_model(Path(model_dir))
     builder = ExampleBuilder(backend, load_protocol())
     model = backend.model.eval()
     rows: list[tuple[str, Any]] = []
@@ -406,8 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "colour it names, the block the goal names, or other cues (comparison_probe)")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="also print each metric's 95%% interval from N resamples of the episodes (training.bootstrap)")
-    p.add_argument("--image-dependence", type=int, default=0, metavar="N",
-                   help="also report the answer loss with true vs swapped images on N held-out episodes")
     args = p.parse_args(argv)
     if args.threads > 0:
         import torch
@@ -432,9 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["comparison_probe"] = comparison_probe(args.model, args.episodes, args.seed)
         print(f"comparison probe (P(', not') after the named object, teacher-forced): "
               f"{json.dumps(result['comparison_probe'])}")
-    if args.image_dependence > 0:
-        result["image_dependence"] = measure_image_dependence(args.model, args.image_dependence, args.seed)
-        print(f"image dependence (random quoted previous progress): {json.dumps(result['image_dependence'])}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

@@ -21,17 +21,24 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from sole_r1_ros.core.answer import ParsedAnswer, parse_answer
 from sole_r1_tools.training.dataset import (
-    EpisodeSpec, Example, ExampleBuilder, check_not_held_out, collate, parse_weights, training_specs,
+    EpisodeSpec,
+    Example,
+    ExampleBuilder,
+    check_not_held_out,
+    collate,
+    parse_weights,
+    training_specs,
 )
+from sole_r1_tools.training.loading import load_model
 from sole_r1_tools.training.train import (
-    _load_backend,
     _log,
     inherited_vision_scale,
     on_policy_examples,
@@ -183,10 +190,10 @@ def rlvr(
     torch.set_num_threads(threads)
     from sole_r1_ros.core.protocol import load_protocol
 
-    backend = _load_backend(Path(init_dir))
+    backend = load_model(Path(init_dir))
     builder = ExampleBuilder(backend, load_protocol())
     model = backend.model
-    reference = _load_backend(Path(init_dir)).model.eval() if kl_coef > 0 else None
+    reference = load_model(Path(init_dir)).model.eval() if kl_coef > 0 else None
     scaled = inherited_vision_scale(Path(init_dir))
     opt = torch.optim.AdamW(optimizer_groups(model, scaled, vision_lr_mult), lr=lr, betas=(0.9, 0.95), eps=1e-8)
     for g in opt.param_groups:
@@ -277,7 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vision-lr-mult", type=float, default=0.3)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--kl-coef", type=float, default=0.02, help="weight of the KL penalty to the initial model (0: none)")
+    p.add_argument(
+        "--kl-coef", type=float, default=0.02, help="weight of the KL penalty to the initial model (0: none)"
+    )
     p.add_argument("--micro-batch", type=int, default=16, help="rows per forward/backward pass")
     p.add_argument("--outcome-weights", type=parse_weights, default=None, metavar="OUTCOME=W[,OUTCOME=W]")
     p.add_argument("--kind-weights", type=parse_weights, default=None, metavar="KIND=W[,KIND=W]")

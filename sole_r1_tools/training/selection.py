@@ -2,7 +2,7 @@
 
 Every ``every`` steps from step ``start`` on (and after the last step), the model scores a fixed
 set of validation episodes the way the node runs it (``evaluate``: production scorer, greedy, its
-own answers fed back), and the weights with the smallest :func:`~sole_r1_tools.training.evaluate.target_shortfall`
+own answers fed back), and the weights with the smallest :func:`~sole_r1_tools.training.metrics.target_shortfall`
 (ties: smaller MAE, then the later step) are kept. The stage saves those. The validation episodes'
 seeds (``SELECTION_SEED`` on) are used by no training stage and by none of the held-out sets the
 model card reports (``dataset.HELD_OUT_SETS``, refused), so the held-out metrics of the chosen
@@ -50,7 +50,8 @@ class CheckpointSelector:
     def consider(self, backend: Any, steps_done: int) -> dict[str, Any]:
         """Score ``backend``'s model as it is now; keep its weights if they are the best so far.
         Returns the candidate's record (step, headline metrics, shortfall)."""
-        from sole_r1_tools.training.evaluate import TARGETS, evaluate, target_shortfall
+        from sole_r1_tools.training.evaluate import evaluate
+        from sole_r1_tools.training.metrics import TARGETS, target_shortfall
 
         if steps_done in self._records:
             return self._records[steps_done]

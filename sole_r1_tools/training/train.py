@@ -26,11 +26,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
+from sole_r1_tools.training.averaging import WeightAverage
 from sole_r1_tools.training.dataset import (
     Episode,
     EpisodeSpec,
@@ -44,8 +46,8 @@ from sole_r1_tools.training.dataset import (
     parse_weights,
     training_specs,
 )
-from sole_r1_tools.training.averaging import WeightAverage
 from sole_r1_tools.training.heap import release_free_heap
+from sole_r1_tools.training.loading import load_model
 from sole_r1_tools.training.selection import SELECTION_SEED, CheckpointSelector
 
 # Architecture of the shipped default model (see docs/default_model.md).
@@ -79,19 +81,13 @@ def image_token_budget(backend: Any) -> int:
     return int(ip.size["longest_edge"]) // (int(ip.patch_size) * int(ip.merge_size)) ** 2
 
 
-def _load_backend(model_dir: Path, device: str = "cpu") -> Any:
-    from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
-
-    return TransformersBackend(ModelOptions(path=str(model_dir), device=device, dtype="float32"))
-
-
 def _worker_init(model_dir: str) -> None:
     import torch
 
     torch.set_num_threads(1)
     from sole_r1_ros.core.protocol import load_protocol
 
-    _WORKER["builder"] = ExampleBuilder(_load_backend(Path(model_dir)), load_protocol())
+    _WORKER["builder"] = ExampleBuilder(load_model(Path(model_dir)), load_protocol())
 
 
 def _episode_job(job: tuple[EpisodeSpec, int, int, float, float, float, float, bool]) -> list[Example]:
@@ -152,9 +148,10 @@ def on_policy_examples(model_dir: Path, specs: list[EpisodeSpec], *, workers: in
     Episodes are scored ``chunk`` at a time (a multiple of evaluate's batch of 8, so the batches
     are the same) to keep the rendered frames of only one chunk in memory. Each chunk is rendered
     once, by the ``workers`` processes, which then build its examples from the same frames."""
-    from sole_r1_tools.training.evaluate import evaluate, trace_metrics
+    from sole_r1_tools.training.evaluate import evaluate
+    from sole_r1_tools.training.metrics import trace_metrics
 
-    backend = _load_backend(model_dir, device)
+    backend = load_model(model_dir, device)
     examples: list[Example] = []
     traces: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -198,7 +195,9 @@ def weighted_loss(model: Any, batch: dict[str, Any], causal_fast_path: bool = Tr
 
     weights = batch.pop("weights")
     mask = batch["attention_mask"]
-    if causal_fast_path and torch.equal(mask, (torch.arange(mask.shape[1], device=mask.device) < mask.sum(1, keepdim=True)).long()):
+    if causal_fast_path and torch.equal(
+        mask, (torch.arange(mask.shape[1], device=mask.device) < mask.sum(1, keepdim=True)).long()
+    ):
         # right padding: causal masking alone keeps every real token off the pads after it, and an
         # all-ones mask lets attention take its causal fast path (pad positions carry no loss)
         batch = {**batch, "attention_mask": torch.ones_like(mask)}
@@ -309,8 +308,9 @@ def train(
     ``select_episodes`` > 0: score the model free-running on that many validation episodes every
     ``select_every`` steps from ``select_from`` on and after the last step (episode seeds
     ``select_seed`` on), and save the best (``selection.CheckpointSelector``); 0 saves the last
-    step's weights. ``weight_average`` > 0: save (and score as candidates) the moving average of the weights with that decay, taken from
-    step ``weight_average_from`` on (``averaging.WeightAverage``) instead of the live weights."""
+    step's weights. ``weight_average`` > 0: save (and score as candidates) the moving average of the
+    weights with that decay, taken from step ``weight_average_from`` on (``averaging.WeightAverage``)
+    instead of the live weights."""
     import torch
 
     if on_policy_episodes > 0 and not init_dir:
@@ -360,14 +360,18 @@ def train(
             return {"train_examples": len(examples)}
         pairs = [e for e in examples if e.twin is not None]  # goal-swap pairs are drawn apart from the examples
         examples = [e for e in examples if e.twin is None]
-        val_specs = [EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)]
+        val_specs = [
+            EpisodeSpec(s.task_kind, s.outcome, s.seed + 90_000) for s in training_specs(val_episodes, seed + 1)
+        ]
         val = build_examples(model_dir, val_specs, seed + 1, noise=0.0, workers=1 if len(val_specs) < 4 else workers)
         data_s = time.perf_counter() - t_start
         _log(f"data ready: {len(examples)} train / {len(val)} val examples in {data_s:.0f} s")
 
         torch.set_num_threads(threads)
-        backend = _load_backend(model_dir, device)
-        builder = ExampleBuilder(backend, __import__("sole_r1_ros.core.protocol", fromlist=["load_protocol"]).load_protocol())
+        backend = load_model(model_dir, device)
+        builder = ExampleBuilder(
+            backend, __import__("sole_r1_ros.core.protocol", fromlist=["load_protocol"]).load_protocol()
+        )
         model = backend.model
         model.train()
         if init_dir:  # the architecture is the initial model's, whatever ``arch`` says
@@ -432,7 +436,8 @@ def train(
             ema = value if ema is None else 0.95 * ema + 0.05 * value
             if step % log_every == 0 or step == steps - 1:
                 entry = {"step": step, "loss": round(value, 4), "loss_ema": round(ema, 4),
-                         "lr": round(opt.param_groups[0]["lr"], 6), "elapsed_s": round(time.perf_counter() - t_train, 1)}
+                         "lr": round(opt.param_groups[0]["lr"], 6),
+                         "elapsed_s": round(time.perf_counter() - t_train, 1)}
                 if step % (log_every * 10) == 0 or step == steps - 1:
                     entry["val_loss"] = round(validation_loss(model, builder, val, batch_size), 4)
                     model.train()
@@ -448,14 +453,16 @@ def train(
             average.copy_to(model)
             _log(f"weight average (decay {weight_average}, {average.updates} steps) is saved")
         elif average is not None:
-            _log(f"weight average: none, the stage stopped before step {weight_average_from}; the last weights are saved")
+            _log(f"weight average: none, the stage stopped before step {weight_average_from}; "
+                 "the last weights are saved")
         val_loss = validation_loss(model, builder, val, batch_size)
         val_random_prev = build_examples(model_dir, val_specs, seed + 1, noise=0.0, p_random=1.0,
                                          workers=1 if len(val_specs) < 4 else workers)
         dependence = image_dependence(model, builder, val_random_prev, batch_size)
         _log(f"image dependence (random quoted previous progress): {json.dumps(dependence)}")
         summary = {
-            "seed": seed, "init": "previous_stage" if init_dir else "random", "arch": arch, "parameters": n_params, "episodes": episodes, "passes": passes,
+            "seed": seed, "init": "previous_stage" if init_dir else "random", "arch": arch, "parameters": n_params,
+            "episodes": episodes, "passes": passes,
             "train_examples": len(examples), "val_examples": len(val), "steps": final_steps, "planned_steps": steps,
             "batch_size": batch_size, "lr": lr, "warmup": warmup, "answer_weight": answer_weight,
             "decision_weight": decision_weight, "comparison_weight": comparison_weight,
@@ -467,7 +474,8 @@ def train(
             "counterfactual_weight": counterfactual_weight,
             "selection": selector.summary() if selector is not None else None,
             "weight_average": average.summary() if average is not None else None,
-            "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random}, "stopped_early": stopped_early,
+            "prev_noise": {"sigma_percent": noise, "probability": p_noise, "p_uniform_random": p_random},
+            "stopped_early": stopped_early,
             "data_seconds": round(data_s, 1), "train_seconds": round(time.perf_counter() - t_train, 1),
             "final_val_loss": round(val_loss, 4), "image_dependence_random_prev": dependence,
             "final_train_loss_ema": round(ema or float("nan"), 4),
@@ -580,7 +588,9 @@ def rescale_vision(model: Any, batch: dict[str, Any], factor: float = 1.0) -> di
     inner = model.model
     text_rms = float(inner.language_model.embed_tokens.weight.detach().pow(2).mean().sqrt())
     with torch.no_grad():
-        vo = inner.visual(batch["pixel_values"].to(inner.visual.dtype), grid_thw=batch["image_grid_thw"], return_dict=True)
+        vo = inner.visual(
+            batch["pixel_values"].to(inner.visual.dtype), grid_thw=batch["image_grid_thw"], return_dict=True
+        )
         feats = [("model.visual.merger", inner.visual.merger, vo.pooler_output)]
         feats += [(f"model.visual.deepstack_merger_list.{i}", m, f) for i, (m, f) in
                   enumerate(zip(inner.visual.deepstack_merger_list, vo.deepstack_features))]
@@ -724,7 +734,8 @@ def main(argv: list[str] | None = None) -> int:
                 max_image_tokens=args.max_image_tokens)
     train(args.out, seed=args.seed, minutes=args.minutes, steps=args.steps, episodes=args.episodes,
           passes=args.passes, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-          answer_weight=args.answer_weight, noise=args.noise, p_noise=args.p_noise, p_random=args.p_random, workers=args.workers, arch=arch, log_every=args.log_every,
+          answer_weight=args.answer_weight, noise=args.noise, p_noise=args.p_noise, p_random=args.p_random,
+          workers=args.workers, arch=arch, log_every=args.log_every,
           threads=args.threads, init_dir=args.init,
           examples_cache=args.examples_cache, data_only=args.data_only,
           match_vision_scale=args.match_vision_scale, vision_lr_mult=args.vision_lr_mult,

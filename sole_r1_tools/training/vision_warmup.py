@@ -179,7 +179,9 @@ def make_head(token_dim: int, n_queries: int = 4, dim: int = 64) -> Any:
             self.dense = nn.Linear(token_dim, len(TOKEN_CHANNELS))  # per-token: which objects are here
 
         def forward(self, tokens: list[torch.Tensor], goal: torch.Tensor) -> torch.Tensor:
-            q = (self.kind(goal[:, 0]) + self.target(goal[:, 1]) + self.reference(goal[:, 2])).view(len(tokens), n_queries, dim)
+            q = (self.kind(goal[:, 0]) + self.target(goal[:, 1]) + self.reference(goal[:, 2])).view(
+                len(tokens), n_queries, dim
+            )
             pooled = []
             for i, tok in enumerate(tokens):
                 x = self.norm(tok)
@@ -289,8 +291,14 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
     import torch
 
     from sole_r1_ros.core.protocol import load_protocol
-    from sole_r1_tools.training.train import (ARCH, _load_backend, _lr_at, build_initial_model, image_token_budget,
-                                            save_model)
+    from sole_r1_tools.training.loading import load_model
+    from sole_r1_tools.training.train import (
+        ARCH,
+        _lr_at,
+        build_initial_model,
+        image_token_budget,
+        save_model,
+    )
 
     t_start = time.perf_counter()
     torch.manual_seed(seed)
@@ -322,7 +330,7 @@ def warmup(out: Path, *, init_dir: Path | None = None, seed: int = 0, episodes: 
         _log(f"vision data ready: {len(examples)} train / {len(val)} val composites in {data_s:.0f} s")
 
         torch.set_num_threads(threads)
-        backend = _load_backend(model_dir, device)
+        backend = load_model(model_dir, device)
         builder = ExampleBuilder(backend, load_protocol())
         visual = backend.model.model.visual
         visual.train()

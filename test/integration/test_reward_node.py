@@ -52,11 +52,13 @@ SIM_START_S = 1000.0
 OVERFLOW_BURST = 12
 NO_DROP_FRAMES = 60
 
+LONG_GOAL_LIMIT = 3000  # above the built-in 1000: a longer goal once raised in a callback and ended the node
 TINY = {"model.greedy": True, "model.max_new_tokens": 20, "image_qos.reliability": "reliable"}
 
 # key -> how the node is started: model ("tiny" | "slow" | None: a path that does not exist)
 NODE_SPECS: dict[str, dict[str, Any]] = {
-    "rate_node": {"ns": "/rate", "model": "tiny", "params": {**TINY, "goal": GOAL, "period": 0.5}},
+    "rate_node": {"ns": "/rate", "model": "tiny",
+                  "params": {**TINY, "goal": GOAL, "period": 0.5, "max_goal_chars": LONG_GOAL_LIMIT}},
     "request_node": {"ns": "/req", "model": "tiny", "params": {**TINY, "goal": GOAL, "mode": "request"}},
     # same cameras as request_node (remapped onto its topics), a queue of 2 and slower steps
     "small_queue_node": {
@@ -442,6 +444,20 @@ def test_goal_topic_and_reset_start_new_episodes(fleet: Fleet,
     assert {e["goal"] for e in later} == {new_goal}
     assert all(e["step"] > 0 for e in later), [e["step"] for e in later]
 
+    # max_goal_chars is the one limit: a 1900-character goal starts an episode, one over the limit is refused
+    long_goal = ("push the red block " * 100).strip()
+    start = len(node.estimates())
+    goal_pub.publish(String(data=long_goal))
+    long_first = node.wait_estimates(lambda es: next((e for e in es[start:] if e["goal"] == long_goal), None), 30,
+                                     "an estimate for the long goal")
+    assert long_first["step"] == 0, long_first
+    log_start = len(node.process.output())
+    goal_pub.publish(String(data="x" * (LONG_GOAL_LIMIT + 1)))
+    node.process.wait_for_output(rf"goal from topic rejected: .*limit is {LONG_GOAL_LIMIT}", 10, start=log_start)
+    start = len(node.estimates())
+    node.wait_estimates(lambda es: es[start:] if len(es) - start >= 1 else None, 30, "estimates after the refusal")
+    assert node.process.running()
+
 
 # --- 3. request mode ----------------------------------------------------------------------------
 def test_request_mode_answers_every_request_once_in_order(fleet: Fleet, request_node: RewardNodeUnderTest,
@@ -458,7 +474,7 @@ def test_request_mode_answers_every_request_once_in_order(fleet: Fleet, request_
     answers = [e for e in node.estimates()[start:] if e["request_id"] != "sentinel"]
     assert [e["request_id"] for e in answers] == [rid for rid, _ in requests], "one answer per request, in order"
     sent_wrist = set(request_frames["wrist"])
-    for e, (rid, stamp) in zip(answers, requests):
+    for e, (_rid, stamp) in zip(answers, requests):
         assert e["status"] in SCORED_STATUSES, e
         assert e["requested_stamp_ns"] == stamp and e["stamp_ns"] == stamp, e
         assert e["views"]["external"] == stamp and e["views"]["wrist"] in sent_wrist, e

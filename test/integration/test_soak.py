@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from ros_helpers import (
-    ManagedProcess, camera_publisher_command, isolated_ros, read_stamp_log, reward_node_command, wait_until,
+    ManagedProcess,
+    camera_publisher_command,
+    isolated_ros,
+    read_stamp_log,
+    reward_node_command,
+    wait_until,
 )
 
 pytestmark = pytest.mark.ros
@@ -69,7 +74,9 @@ def test_soak_three_cameras(tiny_model_dir: Path, tmp_path: Path) -> None:
                     sent.append(header.frame_id)
                 rss.append(rss_mib(node.pid))
             assert publisher.wait_exit(120) == 0, publisher.tail()
-            wait_until(lambda: len(estimates) >= len(sent), 120, lambda: f"answers to {len(sent)} requests\n{node.tail()}")
+            wait_until(
+                lambda: len(estimates) >= len(sent), 120, lambda: f"answers to {len(sent)} requests\n{node.tail()}"
+            )
             published = read_stamp_log(stamp_log)
 
             def received() -> dict[str, int]:

@@ -57,7 +57,7 @@ def test_train_saves_the_average_of_the_same_trajectory(tiny_model_dir: Path, tm
                   init_dir=tiny_model_dir, threads=1, checkpoint_every=0, lr=0.02)
     train(tmp_path / "last", **common)
     half = train(tmp_path / "half", weight_average=0.5, weight_average_from=2, **common)
-    quarter = train(tmp_path / "quarter", weight_average=0.25, weight_average_from=2, **common)
+    train(tmp_path / "quarter", weight_average=0.25, weight_average_from=2, **common)
     assert half["weight_average"] == {"decay": 0.5, "start": 2, "updates": 2}
     last, w_half, w_quarter = (load_file(str(tmp_path / name / "model.safetensors"))
                                for name in ("last", "half", "quarter"))

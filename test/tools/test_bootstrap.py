@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sole_r1_tools.training.bootstrap import METRICS, main, metric_intervals, paired_differences
-from sole_r1_tools.training.evaluate import trace_metrics
+from sole_r1_tools.training.metrics import trace_metrics
 
 
 def _trace(seed: int, outcome: str, pred: list[float], true: list[float]) -> dict[str, Any]:

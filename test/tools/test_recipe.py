@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
+from sole_r1_ros.backends.transformers_backend import TransformersBackend
+from sole_r1_ros.settings.groups import ModelSettings
 from sole_r1_tools.training import recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,7 +51,7 @@ def test_recipe_runs_every_stage_and_records_its_timings(tmp_path: Path, monkeyp
     assert summary["previous_stage"]["previous_stage"]["stage"] == "vision_warmup"
     on_disk = json.loads((tmp_path / "model" / "training_summary.json").read_text(encoding="utf-8"))
     assert on_disk["recipe"] == record and on_disk["previous_stage"]["previous_stage"]["stage"] == "vision_warmup"
-    assert TransformersBackend(ModelOptions(path=str(tmp_path / "model"), device="cpu")).model_type == "qwen3_vl"
+    assert TransformersBackend(ModelSettings(path=str(tmp_path / "model"), device="cpu")).model_type == "qwen3_vl"
     assert not list(scratch.glob("sole_r1_*"))  # the intermediate stages are gone from the scratch space
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "scratch", "stages"]
     # ... and kept where asked

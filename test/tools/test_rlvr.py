@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sole_r1_ros.backends.transformers_backend import TransformersBackend
 from sole_r1_ros.core.answer import parse_answer
-from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
+from sole_r1_ros.settings.groups import ModelSettings
 from sole_r1_tools.synth.episodes import generate_episode
 from sole_r1_tools.training import dataset as D
 from sole_r1_tools.training.rlvr import (
@@ -137,7 +138,7 @@ def test_rlvr_runs_from_the_shipped_model_and_saves_a_loadable_stage(tmp_path: P
     assert [e["step"] for e in log] == [0, 1]
     assert all(-1.0 <= e["reward"] <= 1.0 and e["reply_tokens"] > 5 for e in log)
     assert summary["unparsable"] < summary["replies"]  # the shipped model answers in protocol
-    loaded = TransformersBackend(ModelOptions(path=str(tmp_path / "rl"), device="cpu"))
+    loaded = TransformersBackend(ModelSettings(path=str(tmp_path / "rl"), device="cpu"))
     assert loaded.model_type == "qwen3_vl"
     with pytest.raises(ValueError, match="group of at least 2"):
         rlvr(DEFAULT_MODEL, tmp_path / "rl2", group=1)

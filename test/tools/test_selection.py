@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
+from sole_r1_ros.backends.transformers_backend import TransformersBackend
+from sole_r1_ros.settings.groups import ModelSettings
 from sole_r1_tools.training.dataset import check_not_held_out, evaluation_specs
-from sole_r1_tools.training.evaluate import TARGETS, evaluate, target_shortfall
+from sole_r1_tools.training.evaluate import evaluate
+from sole_r1_tools.training.metrics import TARGETS, target_shortfall
 from sole_r1_tools.training.rlvr import rl_episode_specs
 from sole_r1_tools.training.selection import SELECTION_SEED, CheckpointSelector
 from sole_r1_tools.training.train import train
@@ -53,7 +55,7 @@ def test_the_rl_stage_learns_from_no_held_out_episode() -> None:
 def test_selector_keeps_the_better_weights_even_when_a_later_candidate_is_worse() -> None:
     import torch
 
-    backend = TransformersBackend(ModelOptions(path=str(DEFAULT_MODEL), device="cpu", dtype="float32"))
+    backend = TransformersBackend(ModelSettings(path=str(DEFAULT_MODEL), device="cpu", dtype="float32"))
     model = backend.model
     selector = CheckpointSelector(episodes=6, every=100, start=200)
     assert [selector.due(k) for k in (100, 200, 250, 300)] == [False, True, False, True]

@@ -38,7 +38,7 @@ from sole_r1_tools.synth.scene import ROLES, SceneState
 SMALL = (96, 72)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _episode(task: str, outcome: str, seed: int = 0, n: int = 40, size: tuple[int, int] = SMALL) -> Episode:
     return generate_episode(task, outcome, seed, n, 15.0, size)
 
@@ -184,7 +184,9 @@ def test_goal_relabelling_turns_a_success_into_a_wrong_object_and_back(task):
     # The gripper carried the original target: under the new goal that is the wrong object.
     assert relabelled.progress[-1] <= (0.5 if task == "reach" else 0.3)
     assert relabelled.meta["phase"][-1] != "done" and success.meta["phase"][-1] == "done"
-    moved = wrong.meta["objects"].index(next(o for o in wrong.meta["objects"] if o["color"] == wrong.meta["wrong_object"]))
+    moved = wrong.meta["objects"].index(
+        next(o for o in wrong.meta["objects"] if o["color"] == wrong.meta["wrong_object"])
+    )
     assert wrong.progress[-1] <= 0.3 and relabel_goal(wrong, moved).progress[-1] == 1.0
     with pytest.raises(ValueError, match="not a block"):
         relabel_goal(success, success.meta["task"].target)

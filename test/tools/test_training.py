@@ -11,22 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sole_r1_ros.backends.transformers_backend import TransformersBackend
 from sole_r1_ros.core.answer import parse_answer
-from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
 from sole_r1_ros.core.composite import compose
 from sole_r1_ros.core.protocol import load_protocol
+from sole_r1_ros.settings.groups import ModelSettings
 from sole_r1_tools.synth.episodes import generate_episode, relabel_candidates, relabel_goal
 from sole_r1_tools.training import dataset as D
 from sole_r1_tools.training.evaluate import (
-    TARGETS,
-    auroc,
     comparison_probe,
     evaluate,
     format_table,
     reasoning_accuracy,
-    spearman,
     true_quote_error,
 )
+from sole_r1_tools.training.metrics import TARGETS, auroc, spearman
 from sole_r1_tools.training.train import (
     counterfactual_rows,
     image_dependence,
@@ -86,7 +85,9 @@ def test_reasoning_is_grounded_and_parses(outcome: str) -> None:
         assert len(reply.split()) < 60
         said = dict(zip(D.REPLY_SENTENCES, re.split(r"(?<=\.) ", parsed.reasoning)))
         assert re.fullmatch(r"The \w+ block is (far from|halfway to|near|in) the \w+ zone\.", said["where"])
-        assert re.fullmatch(r"The gripper (barely moved|moved (toward|away from|around) the \w+ block)\.", said["motion"])
+        assert re.fullmatch(
+            r"The gripper (barely moved|moved (toward|away from|around) the \w+ block)\.", said["motion"]
+        )
         assert re.fullmatch(r"Progress (went up from|went down from|stayed near) \d+%\.", said["direction"])
     if outcome == "wrong_object":
         assert any("not the" in D.reasoning_text(ep, p, c, 0) for p, c in zip(idx[:-1], idx[1:]))
@@ -137,10 +138,14 @@ def test_comparison_with_the_goal_object_is_marked_alike_whichever_object_is_hel
             batch = D.collate(builder, [ex], answer_weight=3.0, decision_weight=5.0, comparison_weight=4.0)
             w = batch["weights"][0].numpy()
             assert set(np.flatnonzero(w == 4.0)) == set(ex.comparison_positions.tolist())
-            assert set(np.flatnonzero(w == 5.0)) == set(ex.decision_positions.tolist()) - set(ex.comparison_positions.tolist())
+            assert set(np.flatnonzero(w == 5.0)) == (
+                set(ex.decision_positions.tolist()) - set(ex.comparison_positions.tolist())
+            )
     # Holding the target ends the name with "."; holding another block goes on with ", not".
     assert held["success"] == {f"{target}."}
-    assert held["wrong_object"] and all(w.endswith("block, not") and not w.startswith(target) for w in held["wrong_object"])
+    assert held["wrong_object"] and all(
+        w.endswith("block, not") and not w.startswith(target) for w in held["wrong_object"]
+    )
 
 
 def test_colour_counterfactuals_train_only_the_token_after_the_named_colour(builder: D.ExampleBuilder) -> None:
@@ -197,7 +202,9 @@ def test_goal_relabelled_twins_share_the_image_and_answer_for_their_own_goal(bui
         prompt, twin_prompt = tok.decode(e.input_ids[:e.reply_start]), tok.decode(t.input_ids[:t.reply_start])
         assert f"the {ep.meta['target']} block" in prompt and f"the {other} block" in twin_prompt
         # only the goal's colour and the quoted previous progress (that goal's own) differ
-        assert re.sub(r"\d+", "N", prompt.replace(f"the {ep.meta['target']} block", f"the {other} block")) == re.sub(r"\d+", "N", twin_prompt)
+        assert re.sub(r"\d+", "N", prompt.replace(f"the {ep.meta['target']} block", f"the {other} block")) == re.sub(
+            r"\d+", "N", twin_prompt
+        )
         assert parse_answer(t.reply).percent == t.percent
     # Same images, two goals: the carried block completes the task, the other one never moved.
     assert originals[-1].percent == 100 and twins[-1].percent <= 30
@@ -342,7 +349,9 @@ def test_weighted_loss_drops_the_padding_mask_only_where_padding_is_on_the_right
         reference = token_losses(right)
         assert torch.allclose(token_losses(left), reference, atol=1e-4)
         for batch in (right, left):
-            assert float(weighted_loss(backend.model, dict(batch))[0]) == pytest.approx(loss(reference, right), rel=1e-5)
+            assert float(weighted_loss(backend.model, dict(batch))[0]) == pytest.approx(
+                loss(reference, right), rel=1e-5
+            )
         masked = float(weighted_loss(backend.model, dict(right), causal_fast_path=False)[0])
         assert masked == pytest.approx(loss(reference, right), rel=1e-5)
         # the check can fail: dropping the mask of a left-padded batch lets real tokens see the pads
@@ -374,7 +383,7 @@ def test_two_sft_steps_reduce_loss_and_save_a_loadable_model(builder: D.ExampleB
     finally:
         model.load_state_dict(state)
         model.eval()
-    loaded = TransformersBackend(ModelOptions(path=str(out), device="cpu"))
+    loaded = TransformersBackend(ModelSettings(path=str(out), device="cpu"))
     assert json.loads((out / "training_summary.json").read_text())["steps"] == 2
     assert (out / "model.safetensors").is_file() and not list(tmp_path.glob(".*.tmp"))
     assert loaded.processor.tokenizer.padding_side == "left"
@@ -391,7 +400,7 @@ def test_train_cli_recipe_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> No
     assert dependence["answer_loss"] > 0 and dependence["answer_loss_shuffled_images"] > 0
     factors = summary["vision_scale_factors"]
     assert len(factors) == 3 and all(0 < k for k in factors.values())
-    TransformersBackend(ModelOptions(path=str(tmp_path / "m"), device="cpu"))
+    TransformersBackend(ModelSettings(path=str(tmp_path / "m"), device="cpu"))
     # A further stage keeps the rescaled layers' learning-rate factors instead of rescaling again.
     again = train(tmp_path / "m2", steps=1, episodes=1, batch_size=2, warmup=1, workers=1, val_episodes=1,
                   init_dir=tmp_path / "m", threads=1, checkpoint_every=0, kind_weights={"reach": 1.0},
@@ -496,7 +505,7 @@ def test_true_quote_error_quotes_the_true_previous_progress(backend: Transformer
     quoted: list[str] = []
 
     class Recording:  # the real tiny backend; records the prompts it is given
-        def generate(self, conversations, images, settings):  # noqa: ANN001, ANN201
+        def generate(self, conversations, images, settings):
             quoted.extend(c[-1]["content"][-1]["text"] for c in conversations)
             return backend.generate(conversations, images, settings)
 
@@ -546,7 +555,7 @@ def test_shipped_default_model_answers_in_protocol() -> None:
     from sole_r1_ros.core.protocol import GenerationSettings
     from sole_r1_ros.core.scorer import ProgressScorer
 
-    backend = TransformersBackend(ModelOptions(path=str(DEFAULT_MODEL), device="cpu"))
+    backend = TransformersBackend(ModelSettings(path=str(DEFAULT_MODEL), device="cpu"))
     assert backend.model_type == "qwen3_vl"
     scorer = ProgressScorer(backend, load_protocol(), generation=GenerationSettings.greedy(96))
     ep = generate_episode("push", "success", seed=1234, n_frames=16)
@@ -634,8 +643,8 @@ def test_vision_warmup_trains_only_the_vision_tower(tiny_model_dir: Path, tmp_pa
     assert summary["init"] == "previous_stage" and not summary["stopped_early"]
     assert set(summary["val_after"]) >= {"mae_progress", "acc_holds_target", "mae_progress_if_constant",
                                          "token_label_f1"}
-    before = dict(TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu")).model.named_parameters())
-    after = dict(TransformersBackend(ModelOptions(path=str(tmp_path / "warm"), device="cpu")).model.named_parameters())
+    before = dict(TransformersBackend(ModelSettings(path=str(tiny_model_dir), device="cpu")).model.named_parameters())
+    after = dict(TransformersBackend(ModelSettings(path=str(tmp_path / "warm"), device="cpu")).model.named_parameters())
     assert before.keys() == after.keys()
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and all(n.startswith("model.visual.") for n in changed)

@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sole_r1_ros.backends.transformers_backend import ModelOptions, TransformersBackend
+from sole_r1_ros.backends.transformers_backend import TransformersBackend
 from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
 from sole_r1_ros.core.scorer import ProgressScorer
+from sole_r1_ros.settings.groups import ModelSettings
 
 ROLES = ("external", "wrist")
 
@@ -26,7 +27,7 @@ def views(seed: int) -> dict[str, np.ndarray]:
 
 @pytest.fixture()
 def backend(tiny_model_dir: Path) -> TransformersBackend:
-    return TransformersBackend(ModelOptions(path=str(tiny_model_dir), device="cpu"))
+    return TransformersBackend(ModelSettings(path=str(tiny_model_dir), device="cpu"))
 
 
 def fail_once(monkeypatch: pytest.MonkeyPatch, backend: TransformersBackend, error: BaseException) -> None:
@@ -71,7 +72,7 @@ def test_nan_weights_with_sampling_fail_cleanly(tiny_model_dir: Path, tmp_path: 
     name = next(k for k in weights if k.endswith("lm_head.weight") or k.endswith("embed_tokens.weight"))
     weights[name] = torch.full_like(weights[name], float("nan"))
     save_file(weights, poisoned / "model.safetensors", metadata={"format": "pt"})
-    backend = TransformersBackend(ModelOptions(path=str(poisoned), device="cpu"))
+    backend = TransformersBackend(ModelSettings(path=str(poisoned), device="cpu"))
     scorer = ProgressScorer(backend, load_protocol(), generation=GenerationSettings(max_new_tokens=8, seed=0))
     ep = scorer.new_episode("g", ROLES)
     scorer.score(ep, 1, views(0))

@@ -51,7 +51,9 @@ def test_media_reading_and_subsampling(tmp_path: Path) -> None:
         list(iter_frames(tmp_path / "empty"))
 
 
-def test_scores_a_video_and_writes_jsonl(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_scores_a_video_and_writes_jsonl(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     video = write_video(tmp_path / "clip.mp4")
     out = tmp_path / "out.jsonl"
     code = score_cli.main([str(video), "--goal", "push the red block", "--rate", "2", "--model", str(tiny_model_dir),
@@ -68,7 +70,8 @@ def test_scene_and_wrist_folders(tiny_model_dir: Path, tmp_path: Path) -> None:
     scene, wrist = write_folder(tmp_path / "scene"), write_folder(tmp_path / "wrist")
     out = tmp_path / "o.jsonl"
     assert score_cli.main([str(scene), "--wrist", str(wrist), "--fps", "2", "--goal", "g", "--rate", "2",
-                           "--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "8", "--jsonl", str(out)]) == 0
+                           "--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "8",
+                           "--jsonl", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and rows[0]["roles"] == ["external", "wrist"]
 
@@ -81,3 +84,64 @@ def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: 
     video = write_video(tmp_path / "clip.mp4", n=2)
     assert score_cli.main([str(video), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_writes_the_plot_and_an_annotated_video(tiny_model_dir: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from sole_r1_ros.offline.video_report import VIDEO_SIZE
+
+    video = write_video(tmp_path / "clip.mp4")
+    plot, annotated = tmp_path / "report" / "plot.png", tmp_path / "report" / "annotated.mp4"
+    assert score_cli.main([str(video), "--wrist", str(video), "--goal", "push the red block", "--rate", "2",
+                           "--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "16",
+                           "--plot", str(plot), "--video", str(annotated)]) == 0
+    assert f"video: {annotated} (4 frames)" in capsys.readouterr().out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capture = cv2.VideoCapture(str(annotated))
+    read = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        read.append(bgr)
+    capture.release()
+    assert len(read) == 4 and all(f.shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3) for f in read)
+    assert sorted(p.name for p in annotated.parent.iterdir()) == ["annotated.mp4", "plot.png"]  # no temp files
+
+
+def test_an_interrupted_run_leaves_no_video(tiny_model_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from sole_r1_ros.backends.transformers_backend import TransformersBackend
+
+    real_generate = TransformersBackend.generate
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_generate(self, *a, **kw)
+
+    monkeypatch.setattr(TransformersBackend, "generate", interrupted)
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        score_cli.main([str(video), "--goal", "g", "--rate", "2", "--model", str(tiny_model_dir), "--greedy",
+                        "--max-new-tokens", "8", "--video", str(out / "v.mp4"), "--plot", str(out / "p.png")])
+    assert list(out.iterdir()) == []
+
+
+def test_default_sampling_is_seeded(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "clip.mp4")
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.jsonl"
+        assert score_cli.main([str(video), "--goal", "push the red block", "--rate", "2", "--model",
+                               str(tiny_model_dir), "--max-new-tokens", "16", "--jsonl", str(out)]) == 0
+        runs.append([{k: v for k, v in json.loads(line).items() if k not in ("timings", "episode_id")}
+                     for line in out.read_text().splitlines()])
+    assert runs[0] == runs[1]
+    text = capsys.readouterr().out
+    assert "decoding: sampled (temperature 1, top-p 0.9, top-k 50" in text
+    assert "seed 0 (one derived seed per step)" in text

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sole_r1_ros.core.answer import ParseStatus, parse_answer
 
@@ -55,7 +56,10 @@ def test_never_raises_and_value_in_range(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=-10_000, max_value=10_000), st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=40))
+@given(
+    st.integers(min_value=-10_000, max_value=10_000),
+    st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=40),
+)
 def test_round_trip_of_well_formed_answers(value: int, thought: str) -> None:
     parsed = parse_answer(f"<think>{thought}</think><answer>{value}%</answer>")
     assert parsed.percent == max(-100, min(100, value))

@@ -87,7 +87,11 @@ def test_smart_resize_rejects_extreme_aspect() -> None:
 
 @pytest.mark.parametrize(
     ("roles", "from_zero", "size"),
-    [(("external", "wrist"), False, (1176, 784)), (("external",), False, (1176, 392)), (("external", "wrist"), True, (784, 784))],
+    [
+        (("external", "wrist"), False, (1176, 784)),
+        (("external",), False, (1176, 392)),
+        (("external", "wrist"), True, (784, 784)),
+    ],
 )
 def test_compose_outputs_training_resolution(roles: tuple[str, ...], from_zero: bool, size: tuple[int, int]) -> None:
     frame = {r: solid(240, 320, (50, 60, 70)) for r in roles}

@@ -89,7 +89,8 @@ generation: {do_sample: false, max_new_tokens: 64}
     [
         ("system: s\nuser: {multi_view: a}", "lacks user templates"),
         ("- a list", "mapping"),
-        ("system: s\nuser:\n  multi_view: '{goal}'\n  multi_view_from_zero: a\n  single_view: a\n  single_view_from_zero: a",
+        ("system: s\nuser:\n  multi_view: '{goal}'\n  multi_view_from_zero: a\n"
+         "  single_view: a\n  single_view_from_zero: a",
          "unknown placeholders"),
         ("system: ''\nuser:\n  multi_view: a\n  multi_view_from_zero: a\n  single_view: a\n  single_view_from_zero: a",
          "non-empty"),

@@ -4,31 +4,32 @@ from __future__ import annotations
 
 import pytest
 
-from sole_r1_ros.core.reward import RewardConfig, RewardMapper
+from sole_r1_ros.core.reward import RewardMapper
+from sole_r1_ros.settings.groups import RewardSettings
 
 TABLE = [
     # (config, progress sequence, expected rewards)
-    (RewardConfig(), [0.0, 0.2, 0.5, 0.4], [0.0, 0.2, 0.5, 0.4]),
-    (RewardConfig(mode="delta"), [0.0, 0.2, 0.5, 0.4], [0.0, 0.2, 0.3, -0.1]),
-    (RewardConfig(mode="potential", gamma=0.9), [0.0, 0.2, 0.5], [0.0, 0.18, 0.25]),
-    (RewardConfig(mode="potential", gamma=1.0), [0.1, 0.3], [0.1, 0.2]),
-    (RewardConfig(smoothing="ema", ema_alpha=0.5), [0.0, 1.0, 1.0], [0.0, 0.5, 0.75]),
-    (RewardConfig(smoothing="median", median_window=3), [0.1, 0.9, 0.2, 0.3], [0.1, 0.5, 0.2, 0.3]),
-    (RewardConfig(success_threshold=0.95, success_bonus=1.0), [0.5, 0.96, 1.0], [0.5, 1.96, 2.0]),
-    (RewardConfig(clip_min=0.0, clip_max=0.5), [-0.3, 0.2, 0.9], [0.0, 0.2, 0.5]),
-    (RewardConfig(mode="delta", smoothing="ema", ema_alpha=0.5), [0.0, 1.0], [0.0, 0.5]),
-    (RewardConfig(mode="progress"), [-0.4], [-0.4]),
+    (RewardSettings(), [0.0, 0.2, 0.5, 0.4], [0.0, 0.2, 0.5, 0.4]),
+    (RewardSettings(mode="delta"), [0.0, 0.2, 0.5, 0.4], [0.0, 0.2, 0.3, -0.1]),
+    (RewardSettings(mode="potential", gamma=0.9), [0.0, 0.2, 0.5], [0.0, 0.18, 0.25]),
+    (RewardSettings(mode="potential", gamma=1.0), [0.1, 0.3], [0.1, 0.2]),
+    (RewardSettings(smoothing="ema", ema_alpha=0.5), [0.0, 1.0, 1.0], [0.0, 0.5, 0.75]),
+    (RewardSettings(smoothing="median", median_window=3), [0.1, 0.9, 0.2, 0.3], [0.1, 0.5, 0.2, 0.3]),
+    (RewardSettings(success_threshold=0.95, success_bonus=1.0), [0.5, 0.96, 1.0], [0.5, 1.96, 2.0]),
+    (RewardSettings(clip=True, clip_min=0.0, clip_max=0.5), [-0.3, 0.2, 0.9], [0.0, 0.2, 0.5]),
+    (RewardSettings(mode="delta", smoothing="ema", ema_alpha=0.5), [0.0, 1.0], [0.0, 0.5]),
+    (RewardSettings(mode="progress"), [-0.4], [-0.4]),
 ]
 
 
 @pytest.mark.parametrize(("config", "progress", "expected"), TABLE)
-def test_reward_table(config: RewardConfig, progress: list[float], expected: list[float]) -> None:
+def test_reward_table(config: RewardSettings, progress: list[float], expected: list[float]) -> None:
     mapper = RewardMapper(config)
     assert [mapper.step(p) for p in progress] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("config", [c for c, _, _ in TABLE])
-def test_reset_forgets_the_episode(config: RewardConfig) -> None:
+def test_reset_forgets_the_episode(config: RewardSettings) -> None:
     mapper = RewardMapper(config)
     first = [mapper.step(p) for p in (0.3, 0.7, 0.2)]
     mapper.reset()
@@ -42,4 +43,4 @@ def test_reset_forgets_the_episode(config: RewardConfig) -> None:
 )
 def test_invalid_configs(kwargs: dict) -> None:
     with pytest.raises(ValueError):
-        RewardConfig(**kwargs)
+        RewardSettings(**kwargs)

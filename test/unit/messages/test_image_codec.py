@@ -93,8 +93,10 @@ def test_bgr8_distinct_pixels() -> None:
     ("encoding", "bpp", "pixel_le", "pixel_be", "expected"),
     [
         ("mono16", 2, struct.pack("<H", 0x1234), struct.pack(">H", 0x1234), (0x12, 0x12, 0x12)),
-        ("rgb16", 6, struct.pack("<3H", 0x0100, 0x0200, 0xFF00), struct.pack(">3H", 0x0100, 0x0200, 0xFF00), (1, 2, 255)),
-        ("bgr16", 6, struct.pack("<3H", 0x0100, 0x0200, 0xFF00), struct.pack(">3H", 0x0100, 0x0200, 0xFF00), (255, 2, 1)),
+        ("rgb16", 6, struct.pack("<3H", 0x0100, 0x0200, 0xFF00), struct.pack(">3H", 0x0100, 0x0200, 0xFF00),
+         (1, 2, 255)),
+        ("bgr16", 6, struct.pack("<3H", 0x0100, 0x0200, 0xFF00), struct.pack(">3H", 0x0100, 0x0200, 0xFF00),
+         (255, 2, 1)),
     ],
 )
 def test_16bit_colour_keeps_high_byte_both_endians(

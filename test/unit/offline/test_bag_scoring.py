@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from bag_fixtures import T0, write_bag
-from sole_r1_ros.offline import bag_scoring as score_bag
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
+from sole_r1_ros.cli import score_bag
 from sole_r1_ros.messages.bags import BagReader
+from sole_r1_ros.offline import outputs
 
 FAST = ["--greedy", "--max-new-tokens", "24", "--quiet"]
 
@@ -34,7 +35,9 @@ def test_scores_a_bag_and_writes_every_output(tmp_path: Path, storage: str) -> N
     bag = write_bag(tmp_path / "bag", storage=storage)
     out = tmp_path / "out"
     assert score(bag, out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["estimates.csv", "estimates.jsonl", "plot.png", "results", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "estimates.csv", "estimates.jsonl", "plot.png", "results", "summary.json"
+    ]
     assert not (tmp_path / "out.partial").exists()
     r = rows(out)
     # 30 frames at 15 Hz scored at 3 Hz: stamps 0, 5, 10, 15, 20, 25 frames in
@@ -69,7 +72,9 @@ def test_compressed_single_camera_and_goal_override(tmp_path: Path) -> None:
 def test_explicit_cameras_set_row_order(tmp_path: Path) -> None:
     bag = write_bag(tmp_path / "bag")
     out = tmp_path / "out"
-    assert score(bag, out, "--camera", "wrist=/camera/wrist/image_raw", "--camera", "external=/camera/external/image_raw") == 0
+    assert score(
+        bag, out, "--camera", "wrist=/camera/wrist/image_raw", "--camera", "external=/camera/external/image_raw"
+    ) == 0
     assert list(rows(out)[0]["views"]) == ["wrist", "external"]
 
 
@@ -82,7 +87,9 @@ def test_explicit_cameras_set_row_order(tmp_path: Path) -> None:
         (lambda p: p, [], "does not exist"),
     ],
 )
-def test_bad_input_fails_clearly_without_output(tmp_path: Path, capsys: pytest.CaptureFixture[str], make, args, message) -> None:
+def test_bad_input_fails_clearly_without_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make, args, message
+) -> None:
     bag = make(tmp_path / "bag")
     out = tmp_path / "out"
     assert score(bag, out, *args) == 2
@@ -144,20 +151,135 @@ def test_changed_settings_do_not_resume_a_stale_journal(tmp_path: Path) -> None:
     partial = tmp_path / "out.partial"
     partial.mkdir()
     (partial / "journal.jsonl").write_text(json.dumps({"fingerprint": "something-else"}) + "\n"
-                                           + json.dumps({"text": "<answer>99%</answer>", "prompt_tokens": 1, "new_tokens": 1}) + "\n")
+                                           + json.dumps({"text": "<answer>99%</answer>", "prompt_tokens": 1,
+                                                         "new_tokens": 1}) + "\n")
     assert score(bag, tmp_path / "out") == 0
     assert all(x["percent"] != 99 for x in rows(tmp_path / "out"))
 
 
-def test_disk_full_while_writing_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_while_writing_leaves_nothing_that_looks_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bag = write_bag(tmp_path / "bag", n=8)
 
     def full(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(score_bag, "plot", full)
+    monkeypatch.setattr(outputs, "plot", full)
     out = tmp_path / "out"
     assert score(bag, out) == 2
     assert not out.exists()
     leftovers = sorted(p.name for p in tmp_path.iterdir())
     assert leftovers in (["bag"], ["bag", "out.partial"])  # at most the resumable work folder
+
+
+SAMPLED = ["--max-new-tokens", "24", "--quiet"]  # the release's sampling, not greedy
+VOLATILE = ("timings", "episode_id")
+
+
+def stable(rs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in x.items() if k not in VOLATILE} for x in rs]
+
+
+def test_reward_settings_reach_the_outputs(tmp_path: Path) -> None:
+    from sole_r1_ros.core.reward import RewardMapper
+    from sole_r1_ros.settings.groups import RewardSettings
+
+    bag = write_bag(tmp_path / "bag")
+    out = tmp_path / "out"
+    assert score(bag, out, "--reward-mode", "delta", "--reward-smoothing", "ema", "--reward-ema-alpha", "0.7",
+                 "--reward-success-threshold", "0.5", "--reward-success-bonus", "1", "--reward-clip",
+                 "--reward-clip-min", "-0.2", "--reward-clip-max", "0.8", "--reward-gamma", "0.9",
+                 "--reward-median-window", "5") == 0
+    settings = RewardSettings(mode="delta", smoothing="ema", ema_alpha=0.7, success_threshold=0.5, success_bonus=1.0,
+                              clip=True, clip_min=-0.2, clip_max=0.8, gamma=0.9, median_window=5)
+    r = rows(out)
+    mapper = RewardMapper(settings)
+    assert [x["reward"] for x in r] == pytest.approx([mapper.step(x["progress"]) for x in r])
+    assert all(-0.2 <= x["reward"] <= 0.8 for x in r)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reward"] == {"mode": "delta", "gamma": 0.9, "smoothing": "ema", "ema_alpha": 0.7,
+                                 "median_window": 5, "success_threshold": 0.5, "success_bonus": 1.0, "clip": True,
+                                 "clip_min": -0.2, "clip_max": 0.8}
+    mapper = RewardMapper(RewardSettings(mode="potential", gamma=0.5, smoothing="median", median_window=2))
+    assert score(bag, tmp_path / "out2", "--reward-mode", "potential", "--reward-gamma", "0.5",
+                 "--reward-smoothing", "median", "--reward-median-window", "2", "--no-reward-clip") == 0
+    r2 = rows(tmp_path / "out2")
+    assert [x["reward"] for x in r2] == pytest.approx([mapper.step(x["progress"]) for x in r2])
+
+
+def test_default_runs_are_seeded_and_reproducible(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "bag")
+    a, b, unseeded = tmp_path / "a", tmp_path / "b", tmp_path / "unseeded"
+    assert score_bag.main([str(bag), "--out", str(a), "--rate", "3", *SAMPLED]) == 0
+    assert score_bag.main([str(bag), "--out", str(b), "--rate", "3", *SAMPLED]) == 0
+    assert stable(rows(a)) == stable(rows(b))
+    assert len({x["reasoning"] for x in rows(a)[1:]}) > 1  # sampled: steps are not copies of one another
+    summary = json.loads((a / "summary.json").read_text())
+    assert summary["seed"] == 0 and summary["decoding"]["seed"] == 0
+    assert summary["decoding"]["do_sample"] is True and summary["decoding"]["temperature"] == 1.0
+    assert summary["decoding"]["top_p"] == 0.9 and summary["decoding"]["top_k"] == 50
+    assert score_bag.main([str(bag), "--out", str(unseeded), "--rate", "3", "--seed", "-1", *SAMPLED]) == 0
+    summary = json.loads((unseeded / "summary.json").read_text())
+    assert summary["seed"] is None and summary["decoding"]["seeding"] == "unseeded"
+
+
+def test_summary_records_goal_text_and_topics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bag = write_bag(tmp_path / "bag", goal_topic="/task_goal", goal_changes=[(15, "lift the red block")],
+                    strings={"/status": "idle"})
+    out = tmp_path / "out"
+    assert score(bag, out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["goal"] == "push the red block into the green zone"
+    assert summary["goals"] == ["push the red block into the green zone", "lift the red block"]
+    assert summary["topics"] == {
+        "cameras": {"external": "/camera/external/image_raw", "wrist": "/camera/wrist/image_raw"},
+        "goal": "/task_goal", "ground_truth": "/ground_truth/progress",
+    }
+    assert summary["goal_source"].startswith("auto-detected")
+    assert summary["final_ground_truth"] == round(25 / 29, 4)  # a float32 in the bag, rounded
+    for key in ("final_progress", "max_progress", "final_ground_truth", "mean_model_s"):
+        assert summary[key] == round(summary[key], 4)
+    last = capsys.readouterr().out.splitlines()[-2]
+    assert f"ground truth {25 / 29:.2f};" in last and "seed 0" in last
+    assert "e-" not in last and "0.862068" not in last
+
+
+def test_quiet_prints_no_progress_bars(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from transformers.utils import logging as hf_logging
+
+    bag = write_bag(tmp_path / "bag", n=6)
+    assert score(bag, tmp_path / "quiet") == 0  # FAST has --quiet
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err and "\r" not in err
+    assert hf_logging.is_progress_bar_enabled()  # restored afterwards
+    assert score_bag.main([str(bag), "--out", str(tmp_path / "loud"), "--rate", "3", "--greedy",
+                           "--max-new-tokens", "8"]) == 0
+    assert "Loading weights" in capfd.readouterr().err  # what --quiet silences
+
+
+def test_interrupt_once_outputs_are_complete_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = write_bag(tmp_path / "bag", n=8)
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score_bag, "print_summary", interrupted)
+    out = tmp_path / "out"
+    assert score(bag, out) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "estimates.csv", "estimates.jsonl", "plot.png", "results", "summary.json"
+    ]
+    assert not (tmp_path / "out.partial").exists()
+
+    def interrupted_after_rename(partial: Path, target: Path) -> None:  # Ctrl-C right after the rename
+        outputs.os.replace(partial, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score_bag, "commit", interrupted_after_rename)
+    out2 = tmp_path / "out2"
+    assert score(bag, out2) == 0
+    assert sorted(p.name for p in out2.iterdir()) == [
+        "estimates.csv", "estimates.jsonl", "plot.png", "results", "summary.json"
+    ]  # the journal the rename carried along is gone, as after an uninterrupted commit
+    assert not (tmp_path / "out2.partial").exists()

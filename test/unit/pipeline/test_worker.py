@@ -11,13 +11,14 @@ import pytest
 from sensor_msgs.msg import Image
 
 from scripted_model import ScriptedModel
-from sole_r1_ros.pipeline.frame_buffer import FrameSelector
-from sole_r1_ros.messages.image_codec import encode_image
 from sole_r1_ros.core.protocol import load_protocol
-from sole_r1_ros.core.reward import RewardConfig
-from sole_r1_ros.pipeline.worker import RewardResult, RewardWorker, WorkerConfig
-from sole_r1_ros.pipeline.schedule import RateSchedule
 from sole_r1_ros.core.scorer import GoalError, ProgressScorer
+from sole_r1_ros.messages.image_codec import encode_image
+from sole_r1_ros.pipeline.frame_buffer import FrameSelector
+from sole_r1_ros.pipeline.result import RewardResult
+from sole_r1_ros.pipeline.schedule import RateSchedule
+from sole_r1_ros.pipeline.worker import RewardWorker
+from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
 
 MS = 1_000_000
 ROLES = ("external", "wrist")
@@ -38,8 +39,8 @@ class Rig:
         self.selector = FrameSelector.create(roles, maxlen=8)
         self.worker = RewardWorker(
             ProgressScorer(model, load_protocol()), self.selector,
-            config=WorkerConfig(**{"period_s": 0.1, "align_tolerance_s": 0.02, "max_frame_age_s": 1.0, **config}),
-            reward_config=RewardConfig(mode="delta"), clock=lambda: self.now, emit=self.results.append,
+            config=WorkerSettings(**{"period_s": 0.1, "align_tolerance_s": 0.02, "max_frame_age_s": 1.0, **config}),
+            reward_config=RewardSettings(mode="delta"), clock=lambda: self.now, emit=self.results.append,
         )
 
     def frame(self, stamp_ms: int, roles=ROLES, arrive_ms: int | None = None) -> int:
@@ -101,7 +102,7 @@ def test_request_mode_answers_each_request_in_order_with_explicit_failures() -> 
     assert by_id["r3"].status == by_id["r4"].status == "queue_overflow"  # queue of 3 was full
     assert [r.request_id for r in rig.results if r.status != "queue_overflow"] == ["r0", "r1", "r2"]
     assert by_id["r0"].status == "first_frame" and by_id["r1"].estimate.stamp_ns == 66 * MS
-    assert by_id["r2"].status.startswith("not_aligned") and by_id["r2"].estimate is None
+    assert by_id["r2"].status_text.startswith("not_aligned") and by_id["r2"].estimate is None
     assert json.loads(by_id["r2"].to_json())["progress"] is None
 
 
@@ -127,7 +128,9 @@ def test_undecodable_frame_is_reported_not_raised() -> None:
     bad.encoding = "yuv444"
     rig.selector.push("external", 0, bad, 0)
     rig.worker.run_pending()
-    assert rig.results[-1].status == "decode_error:external" and "unknown_encoding" in str(rig.worker.stats.decode_errors)
+    assert rig.results[-1].status_text == "decode_error:external" and "unknown_encoding" in str(
+        rig.worker.stats.decode_errors
+    )
 
 
 def test_invalid_goal_keeps_the_episode() -> None:
@@ -148,8 +151,8 @@ def test_goal_change_mid_inference_labels_the_old_episode() -> None:
     selector = FrameSelector.create(("external",), maxlen=8)
     clock = {"now": 0}
     worker = RewardWorker(ProgressScorer(model, load_protocol()), selector,
-                          config=WorkerConfig(period_s=0.0, align_tolerance_s=0.0),
-                          reward_config=RewardConfig(), clock=lambda: clock["now"], emit=results.append)
+                          config=WorkerSettings(period_s=0.0, align_tolerance_s=0.0),
+                          reward_config=RewardSettings(), clock=lambda: clock["now"], emit=results.append)
     worker.set_goal("old goal")
     old_episode = worker.episode_id
     worker.start()
@@ -175,7 +178,7 @@ def test_goal_change_mid_inference_labels_the_old_episode() -> None:
 
 def test_stop_joins_the_thread_quickly_when_idle() -> None:
     worker = RewardWorker(ProgressScorer(ScriptedModel(), load_protocol()), FrameSelector.create(ROLES, 4),
-                          config=WorkerConfig(), reward_config=RewardConfig(), clock=lambda: 0, emit=lambda r: None)
+                          config=WorkerSettings(), reward_config=RewardSettings(), clock=lambda: 0, emit=lambda r: None)
     worker.start()
     t0 = time.monotonic()
     assert worker.stop(5)
@@ -229,7 +232,7 @@ def test_goal_flood_keeps_one_episode_and_the_last_goal() -> None:
 
 
 def test_reasoning_is_length_bounded() -> None:
-    from sole_r1_ros.pipeline.worker import MAX_REASONING_CHARS
+    from sole_r1_ros.pipeline.result import MAX_REASONING_CHARS
 
     rig = Rig(ScriptedModel(default="<think>" + "x" * 50_000 + "</think><answer>5%</answer>"))
     rig.worker.set_goal("g")
@@ -238,3 +241,16 @@ def test_reasoning_is_length_bounded() -> None:
     result = rig.results[-1]
     assert len(result.estimate.reasoning) == 50_000  # kept whole in the estimate object
     assert len(result.reasoning) == MAX_REASONING_CHARS == len(json.loads(result.to_json())["reasoning"])
+
+
+def test_the_goal_length_limit_is_the_setting_checked_once() -> None:
+    # max_goal_chars above the built-in 1000 used to pass the node's check and then raise inside
+    # the worker's second, fixed check: a long goal ended the node
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"), max_goal_chars=3000)
+    long_goal = "push the red block " * 100  # 1900 characters
+    assert rig.worker.set_goal(long_goal) == long_goal.strip()
+    rig.frame(0)
+    assert rig.results[-1].status == "first_frame" and rig.results[-1].estimate.goal == long_goal.strip()
+    with pytest.raises(GoalError, match="limit is 3000"):
+        rig.worker.set_goal("x" * 3001)
+    assert rig.worker.goal == long_goal.strip()  # a refused goal leaves the episode alone

@@ -1,0 +1,78 @@
+"""The backend contract: what the scorer needs from a model, and what a model hands back.
+
+A backend subclasses :class:`VisionLanguageModel` and implements :meth:`~VisionLanguageModel.generate`;
+every other method has a default for backends with nothing to do there. Failures during an
+answer are raised as :class:`~sole_r1_ros.errors.InferenceError`, failures to load as
+:class:`~sole_r1_ros.errors.ModelLoadError`. Backends are chosen by name in
+:mod:`sole_r1_ros.backends.registry`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from sole_r1_ros.core.protocol import GenerationSettings
+from sole_r1_ros.errors import InferenceError, ModelLoadError
+
+Conversation = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One reply and what producing it cost."""
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+
+
+@dataclass
+class BatchTimings:
+    """Seconds spent preparing the inputs (processor) and producing the replies, for one batch."""
+
+    processor_s: float = 0.0
+    model_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class VisionLanguageModel(abc.ABC):
+    """A model that answers chat conversations about one image each."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        images: Sequence[Image.Image],
+        settings: GenerationSettings,
+        timings: BatchTimings | None = None,
+    ) -> list[Generation]:
+        """One reply per (conversation, image) pair, in order; raises :class:`InferenceError`."""
+
+    def describe(self) -> dict[str, Any]:
+        """Short facts for logs and diagnostics (path, device, ...)."""
+        return {}
+
+    def escape_special_text(self, text: str) -> str:
+        """Make user text (the goal) unable to form the model's special tokens."""
+        return text
+
+    def cancel(self) -> None:  # noqa: B027 - optional: a backend that cannot cancel does nothing
+        """Make a generation in flight (and later ones) stop as soon as possible: for shutdown."""
+
+    def close(self) -> None:  # noqa: B027 - optional: a backend that holds nothing does nothing
+        """Free what the model holds (memory, connections)."""
+
+
+__all__ = [
+    "BatchTimings",
+    "Conversation",
+    "Generation",
+    "InferenceError",
+    "ModelLoadError",
+    "VisionLanguageModel",
+]

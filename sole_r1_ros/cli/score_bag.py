@@ -1,0 +1,134 @@
+"""``score_bag``: score a recorded rosbag2 offline with the same frame, scorer and reward code as the node.
+
+    score_bag episode_bag --out results/episode --rate 2 --model /ckpt/SOLE-R1-8B
+
+Writes into ``OUT`` (only once everything is complete; until then work lives in
+``OUT.partial`` and a re-run with the same inputs resumes from the last finished step):
+``results/`` (a rosbag2 with progress/reward/reasoning/estimate stamped in bag time),
+``estimates.jsonl`` (the node's ``~/estimate`` schema), ``estimates.csv``, ``plot.png`` and
+``summary.json``. Sampling is seeded (``--seed``, default 0) so a re-run gives the same result;
+``--seed -1`` samples unseeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sole_r1_ros.errors import SoleR1Error
+from sole_r1_ros.offline.bag_scoring import ScoringSettings, run
+from sole_r1_ros.offline.outputs import commit, finish_commit, is_committed, write_outputs
+from sole_r1_ros.offline.plan import GOAL_RULE_TEXT, ScoreBagError, parse_camera_specs, plan_scoring
+from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS
+from sole_r1_ros.settings.cli import add_setting_arguments, settings_from_args
+from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings, RewardSettings, WorkerSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: its own options plus one per offline setting of the node's groups."""
+    parser = argparse.ArgumentParser(prog="score_bag", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("bag", help="rosbag2 directory (mcap or sqlite3)")
+    parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    parser.add_argument("--camera", action="append", default=[], metavar="ROLE=TOPIC",
+                        help="camera role and topic, in composite row order (default: auto-detect)")
+    parser.add_argument("--goal", default=None, help="task description (default: the bag's goal topic)")
+    parser.add_argument("--goal-topic", default=None,
+                        help=f"std_msgs/String goal topic (default: auto-detect {GOAL_RULE_TEXT})")
+    parser.add_argument("--ground-truth-topic", default=None,
+                        help="std_msgs/Float32 ground truth (auto: */ground_truth/*)")
+    parser.add_argument("--rate", type=float, default=1.0, help="estimates per second of bag time (default 1)")
+    parser.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"], help="results bag storage")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (ours and transformers')")
+    add_setting_arguments(parser, ModelSettings, title="model")
+    add_setting_arguments(parser, DecodingSettings, title="decoding", **OFFLINE_DECODING_OPTIONS)
+    add_setting_arguments(parser, WorkerSettings, title="frames (as the node's parameters)")
+    add_setting_arguments(parser, RewardSettings, title="reward (as the node's reward.* parameters)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> ScoringSettings:
+    """The run's settings from parsed options."""
+    return ScoringSettings(
+        rate_hz=args.rate,
+        model=settings_from_args(ModelSettings, args),
+        decoding=settings_from_args(DecodingSettings, args),
+        worker=settings_from_args(WorkerSettings, args),
+        reward=settings_from_args(RewardSettings, args),
+    )
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def print_summary(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path, start_ns: int) -> None:
+    """The table of estimates and a one-line summary (values rounded for reading)."""
+    print(f"{'step':>4}  {'time_s':>7}  {'status':<14}  {'prog':>6}  {'reward':>7}  {'truth':>6}  reasoning")
+    for r in rows:
+        truth = "" if r["ground_truth"] is None else f"{r['ground_truth']:.2f}"
+        prog = "" if r["progress"] is None else f"{r['progress']:.2f}"
+        reward = "" if r["reward"] is None else f"{r['reward']:.3f}"
+        time_s = "" if r["stamp_ns"] is None else f"{(r['stamp_ns'] - start_ns) / 1e9:.2f}"
+        reasoning = " ".join(r["reasoning"].split())
+        reasoning = reasoning if len(reasoning) <= 50 else reasoning[:47] + "..."
+        print(f"{r['step'] if r['step'] is not None else '-':>4}  {time_s:>7}  {r['status']:<14}  "
+              f"{prog:>6}  {reward:>7}  {truth:>6}  {reasoning}")
+    seed = "unseeded" if summary["seed"] is None else f"seed {summary['seed']}"
+    print(f"{summary['estimates']} estimates ({summary['parse_failures']} parse failures, {summary['errors']} errors); "
+          f"final progress {_fmt(summary['final_progress'])}, ground truth {_fmt(summary['final_ground_truth'])}; "
+          f"{seed}")
+    print(f"outputs in {out}/: results/ (rosbag2), estimates.jsonl, estimates.csv, summary.json"
+          + ("" if not (out / "plot.png").exists() else ", plot.png"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``score_bag``; returns the exit status (0 done, 2 bad input or failure, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.rate <= 0:
+        print("error: --rate must be positive", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    partial = out.with_name(out.name + ".partial")
+    if out.exists() and not args.overwrite:
+        print(f"error: '{out}' exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    committing = False
+    try:
+        settings = settings_from(args)
+        plan = plan_scoring(args.bag, cameras=parse_camera_specs(args.camera), goal=args.goal,
+                            goal_topic=args.goal_topic, ground_truth_topic=args.ground_truth_topic,
+                            max_goal_chars=settings.worker.max_goal_chars)
+        scored = run(plan, settings, partial, quiet=args.quiet)
+        if not scored.rows:
+            raise ScoreBagError("no estimates were made (no aligned frames?)")
+        summary = write_outputs(scored, plan, settings, partial, storage=args.storage, with_plot=not args.no_plot)
+        committing = True
+        commit(partial, out)
+    except KeyboardInterrupt:
+        if not (committing and is_committed(partial, out)):
+            print(f"\ninterrupted: finished steps are kept in '{partial}'; re-run the same command to resume",
+                  file=sys.stderr)
+            return 130
+        finish_commit(out)  # the outputs were complete: finish as if uninterrupted
+    except (SoleR1Error, OSError) as err:
+        if partial.exists() and not isinstance(err, OSError):
+            shutil.rmtree(partial, ignore_errors=True)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        print_summary(scored.rows, summary, out, plan.bag_info["start_ns"])
+    except KeyboardInterrupt:
+        print(f"\ninterrupted while printing; the outputs in '{out}' are complete", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
