@@ -137,7 +137,8 @@ def run_subscriber(args: argparse.Namespace) -> None:
     variant = args.variant
 
     class BenchNode(reward_node.RewardNode):
-        def _image_callback(self, role):
+        # the production callback factory takes (role, msg_type); keep the bench in step with it
+        def _image_callback(self, role, msg_type_=None):
             push = self.worker.push_frame
             clock = self.get_clock()
             if variant == "naive":
@@ -166,12 +167,12 @@ def run_subscriber(args: argparse.Namespace) -> None:
                                     ("free_evicted", t4, t5)):
                         parts.setdefault(k, []).append(b - a)
             else:
-                return super()._image_callback(role)
+                return super()._image_callback(role, msg_type_ or msg_type)
             return callback
 
         def create_subscription(self, mtype, topic, callback, qos, **kw):
-            if variant in ("raw", "raw_profile") and mtype in (Image, CompressedImage):
-                kw["raw"] = True
+            if mtype in (Image, CompressedImage):  # production subscribes raw; "naive" is the typed one
+                kw["raw"] = variant != "naive"
             return super().create_subscription(mtype, topic, callback, qos, **kw)
 
     parts: dict[str, list[float]] = {}
@@ -186,6 +187,8 @@ def run_subscriber(args: argparse.Namespace) -> None:
         Parameter("model.max_new_tokens", value=int(args.max_new_tokens)),
         Parameter("image_qos.depth", value=int(args.qos_depth)),
     ]
+    if args.server_url:  # the model in a server process: the node is an HTTP client
+        params += [Parameter("model.backend", value="server"), Parameter("model.url", value=args.server_url)]
     for r in roles:
         params += [Parameter(f"camera.{r}.topic", value=f"/bench/{r}"),
                    Parameter(f"camera.{r}.transport", value=transport)]
@@ -308,6 +311,7 @@ def run_one(scenario: str, variant: str, args: argparse.Namespace) -> dict:
                "--max-new-tokens", str(args.max_new_tokens), "--switch-interval", str(args.switch_interval),
                "--qos-depth", str(args.qos_depth)]
     sub_cmd += ["--no-model"] if args.no_model else []
+    sub_cmd += ["--server-url", args.server_url] if args.server_url else []
     pub_cmd = [sys.executable, str(ROOT / "bench" / "bench_publisher.py"), "--cameras", str(cams),
                "--transport", transport, "--width", str(width), "--height", str(height), "--rate", str(args.rate),
                "--duration", str(args.duration + 6)]
@@ -374,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qos-depth", type=int, default=5, help="node image_qos.depth (subscription history)")
     ap.add_argument("--domain", type=int, default=int(os.environ.get("BENCH_ROS_DOMAIN_ID", "153")))
     ap.add_argument("--json", default="", help="also write all rows to this file")
+    ap.add_argument("--server-url", default="",
+                    help="run the node with model.backend server against this URL (a transformers serve)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds-long check that the bench runs (CI): 3 s, one scenario, the node variant")
     # subscriber-only
     ap.add_argument("--variant", choices=VARIANTS, default="node")
     ap.add_argument("--cameras", type=int, default=1)
@@ -382,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "_sub":
         run_subscriber(args)
         return 0
+    if args.smoke:
+        args.duration, args.scenarios, args.variants = 3.0, ["1x640x480raw"], ["node"]
     rows = []
     for scenario in args.scenarios:
         for variant in args.variants:
@@ -389,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"# {scenario} {variant}: {json.dumps(row)}", file=sys.stderr, flush=True)
     print(f"duration {args.duration}s per run, rate {args.rate} Hz, node period {args.period}, "
-          f"model {'off' if args.no_model else 'on (tiny, back to back)'}, "
+          f"model {'off' if args.no_model else 'on (back to back)'}"
+          f"{f' in a server process ({args.server_url})' if args.server_url else ' in-process'}, "
           f"GIL switch interval {args.switch_interval or 0.005}s, image_qos.depth {args.qos_depth}\n")
     print_table(rows)
     if args.json:

@@ -39,13 +39,14 @@ def main() -> None:
 
     from sole_r1_ros.core.protocol import load_protocol
     from sole_r1_tools.training.dataset import ExampleBuilder, collate
-    from sole_r1_tools.training.train import _load_backend, build_examples, weighted_loss
+    from sole_r1_tools.training.loading import load_model
+    from sole_r1_tools.training.train import build_examples, weighted_loss
 
     torch.set_num_threads(args.threads)
     examples = build_examples(args.model, training_specs(args.episodes, 0), 0, noise=12.0, p_noise=0.5,
                               p_random=0.5, workers=1)
     torch.set_num_threads(args.threads)
-    backend = _load_backend(args.model)
+    backend = load_model(args.model)
     builder = ExampleBuilder(backend, load_protocol())
     model = backend.model
     model.train()

@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--topics", nargs="+", default=None,
                     help="one topic per role (default cameras/<role>/image_raw[/compressed])")
     ap.add_argument("--transport", choices=("raw", "compressed"), default="raw")
+    ap.add_argument("--transports", nargs="+", choices=("raw", "compressed"), default=None,
+                    help="one transport per role (overrides --transport), e.g. raw compressed")
     ap.add_argument("--encoding", default="rgb8", help="raw transport: sensor_msgs/Image encoding")
     ap.add_argument("--format", default="jpeg", help="compressed transport: jpeg | png")
     ap.add_argument("--rate", type=float, default=15.0, help="ticks per second")
@@ -78,9 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--stamp-log", default="", help="file receiving '<role> <stamp_ns>' per published frame")
     ap.add_argument("--frame-id-prefix", default="", help="header.frame_id = prefix + role")
     args = ap.parse_args(argv)
+    if args.transports is None:
+        args.transports = [args.transport] * len(args.roles)
+    if len(args.transports) != len(args.roles):
+        ap.error("--transports needs one transport per role")
     if args.topics is None:
-        suffix = "/compressed" if args.transport == "compressed" else ""
-        args.topics = [f"cameras/{role}/image_raw{suffix}" for role in args.roles]
+        args.topics = [f"cameras/{role}/image_raw" + ("/compressed" if t == "compressed" else "")
+                       for role, t in zip(args.roles, args.transports)]
     if len(args.topics) != len(args.roles):
         ap.error("--topics needs one topic per role")
     if args.offsets_ms is None:
@@ -102,8 +108,8 @@ class CameraPublisher(Node):
             depth=args.depth, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
             reliability=ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
         )
-        msg_type = Image if args.transport == "raw" else CompressedImage
-        self.pubs = [self.create_publisher(msg_type, topic, qos) for topic in args.topics]
+        self.types = [Image if t == "raw" else CompressedImage for t in args.transports]
+        self.pubs = [self.create_publisher(t, topic, qos) for t, topic in zip(self.types, args.topics)]
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if args.clock else None
         self.log = open(args.stamp_log, "a", encoding="utf-8") if args.stamp_log else None  # noqa: SIM115
         # Pre-encode a cycle of frames so publishing stays cheap at any rate.
@@ -114,7 +120,7 @@ class CameraPublisher(Node):
     def _encode(self, role_index: int, index: int) -> dict:
         a = self.args
         rgb = make_frame(role_index, index, a.width, a.height)
-        if a.transport == "raw":
+        if a.transports[role_index] == "raw":
             return encode_image(rgb, a.encoding)
         fmt, data = encode_compressed(rgb, a.format)
         return {"format": fmt, "data": data}
@@ -136,7 +142,7 @@ class CameraPublisher(Node):
         for r, role in enumerate(a.roles):
             stamp_ns = base_ns + int(round(a.offsets_ms[r] * 1e6))
             fields = self.payloads[r][self.tick % self.cycle]
-            msg = Image(**fields) if a.transport == "raw" else CompressedImage(**fields)
+            msg = self.types[r](**fields)
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
             msg.header.frame_id = a.frame_id_prefix + role
             msgs.append((role, stamp_ns, msg))

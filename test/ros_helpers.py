@@ -212,12 +212,16 @@ def reward_node_command(
     namespace: str = "",
     remaps: Mapping[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
+    overrides: Sequence[Path] = (),
 ) -> list[str]:
-    """``reward_node --ros-args ...`` as ``launch/reward_node.launch.py`` builds it."""
+    """``reward_node --ros-args ...`` as ``launch/reward_node.launch.py`` builds it: the params
+    file, then each of ``overrides`` (launch's ``overrides:=``; a later file wins), then ``-p``."""
     argv = [str(REWARD_NODE), "--ros-args", "-r", f"__node:={NODE_NAME}"]
     if namespace:
         argv += ["-r", f"__ns:={namespace}"]
     argv += ["--params-file", str(params_file)]
+    for extra_file in overrides:
+        argv += ["--params-file", str(extra_file)]
     for key, value in (params or {}).items():
         if isinstance(value, bool):
             value = "true" if value else "false"
@@ -241,10 +245,13 @@ def camera_publisher_command(
     depth: int = 10,
     wait_subscribers: int = 1,
     extra: Sequence[str] = (),
+    transports: Sequence[str] | None = None,
 ) -> list[str]:
     argv = [sys.executable, str(CAMERA_PUBLISHER), "--roles", *roles, "--topics", *topics,
             "--rate", str(rate), "--transport", transport, "--count", str(count), "--depth", str(depth),
             "--wait-subscribers", str(wait_subscribers)]
+    if transports is not None:
+        argv += ["--transports", *transports]
     if stamp_log is not None:
         argv += ["--stamp-log", str(stamp_log)]
     if offsets_ms is not None:

@@ -13,6 +13,8 @@ from sole_r1_ros.settings.groups import ModelSettings
 # name -> "module:class"; the class takes the ModelSettings (with the model path resolved)
 BACKENDS: dict[str, str] = {
     "transformers": "sole_r1_ros.backends.transformers_backend:TransformersBackend",
+    "server": "sole_r1_ros.backends.openai_server:OpenAIServerBackend",
+    "transformers_static": "sole_r1_ros.backends.static_cache:StaticCacheBackend",
 }
 
 

@@ -1,6 +1,7 @@
 """``score_bag``: score a recorded rosbag2 offline with the same frame, scorer and reward code as the node.
 
     score_bag episode_bag --out results/episode --rate 2 --model /ckpt/SOLE-R1-8B
+    score_bag bags/* --out results/ --jobs 8 --backend server --model-url http://gpu:8000
 
 Writes into ``OUT`` (only once everything is complete; until then work lives in
 ``OUT.partial`` and a re-run with the same inputs resumes from the last finished step):
@@ -22,8 +23,9 @@ from typing import Any
 
 from sole_r1_ros.errors import SoleR1Error
 from sole_r1_ros.offline.bag_scoring import ScoringSettings, run
+from sole_r1_ros.offline.many_bags import BagJob, output_dirs, score_bags
 from sole_r1_ros.offline.outputs import commit, finish_commit, is_committed, write_outputs
-from sole_r1_ros.offline.plan import GOAL_RULE_TEXT, ScoreBagError, parse_camera_specs, plan_scoring
+from sole_r1_ros.offline.plan import GOAL_RULE_TEXT, Plan, ScoreBagError, parse_camera_specs, plan_scoring
 from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS
 from sole_r1_ros.settings.cli import add_setting_arguments, settings_from_args
 from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings, RewardSettings, WorkerSettings
@@ -32,8 +34,13 @@ from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings, RewardS
 def build_parser() -> argparse.ArgumentParser:
     """The command line: its own options plus one per offline setting of the node's groups."""
     parser = argparse.ArgumentParser(prog="score_bag", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("bag", help="rosbag2 directory (mcap or sqlite3)")
-    parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite)")
+    parser.add_argument("bag", nargs="+", help="rosbag2 directory (mcap or sqlite3); several: each is scored "
+                                               "into OUT/<bag name>")
+    parser.add_argument("--out", required=True, help="output directory (must not exist unless --overwrite); with "
+                                                     "several bags, the parent of one directory per bag")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="bags scored concurrently (server backend: N episodes in flight at the server; "
+                             "default 1)")
     parser.add_argument("--camera", action="append", default=[], metavar="ROLE=TOPIC",
                         help="camera role and topic, in composite row order (default: auto-detect)")
     parser.add_argument("--goal", default=None, help="task description (default: the bag's goal topic)")
@@ -88,6 +95,41 @@ def print_summary(rows: list[dict[str, Any]], summary: dict[str, Any], out: Path
           + ("" if not (out / "plot.png").exists() else ", plot.png"))
 
 
+def _plan(bag: str | Path, args: argparse.Namespace, settings: ScoringSettings) -> Plan:
+    return plan_scoring(bag, cameras=parse_camera_specs(args.camera), goal=args.goal, goal_topic=args.goal_topic,
+                        ground_truth_topic=args.ground_truth_topic, max_goal_chars=settings.worker.max_goal_chars)
+
+
+def main_many(args: argparse.Namespace) -> int:
+    """Several bags (or ``--jobs`` > 1): each into ``OUT/<bag name>``, ``--jobs`` at a time."""
+    out = Path(args.out)
+    try:
+        settings = settings_from(args)
+        jobs = [BagJob(Path(b), o) for b, o in zip(args.bag, output_dirs([Path(b) for b in args.bag], out))]
+        existing = [str(j.out) for j in jobs if j.out.exists()]
+        if existing and not args.overwrite:
+            print(f"error: {', '.join(existing)} exist; pass --overwrite to replace them", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
+        score_bags(jobs, settings, lambda bag: _plan(bag, args, settings), concurrency=args.jobs,
+                   quiet=args.quiet, storage=args.storage, with_plot=not args.no_plot)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished steps are kept in each '<bag>.partial'; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (SoleR1Error, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for job in jobs:
+        if job.status == "done":
+            s = job.summary
+            print(f"{job.bag}: {s['estimates']} estimates ({s['parse_failures']} parse failures, "
+                  f"{s['errors']} errors); final progress {_fmt(s['final_progress'])} -> {job.out}")
+        else:
+            print(f"{job.bag}: {job.status}: {job.error}", file=sys.stderr)
+    return 0 if all(j.status == "done" for j in jobs) else 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``score_bag``; returns the exit status (0 done, 2 bad input or failure, 130 interrupted)."""
     args = build_parser().parse_args(argv)
@@ -95,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rate <= 0:
         print("error: --rate must be positive", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print("error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    if len(args.bag) > 1 or args.jobs > 1:
+        return main_many(args)
+    args.bag = args.bag[0]
     out = Path(args.out)
     partial = out.with_name(out.name + ".partial")
     if out.exists() and not args.overwrite:
@@ -103,9 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     committing = False
     try:
         settings = settings_from(args)
-        plan = plan_scoring(args.bag, cameras=parse_camera_specs(args.camera), goal=args.goal,
-                            goal_topic=args.goal_topic, ground_truth_topic=args.ground_truth_topic,
-                            max_goal_chars=settings.worker.max_goal_chars)
+        plan = _plan(args.bag, args, settings)
         scored = run(plan, settings, partial, quiet=args.quiet)
         if not scored.rows:
             raise ScoreBagError("no estimates were made (no aligned frames?)")

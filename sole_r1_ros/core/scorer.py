@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,8 @@ class ProgressScorer:
         self.protocol = protocol
         self.generation = generation or protocol.generation
         self.from_zero = from_zero
+        # called with (episode, stamp_ns, composite) for every step sent to the model, e.g. to show it live
+        self.composite_hook: Callable[[Episode, int, Image.Image], None] | None = None
 
     def new_episode(self, goal: str, roles: Sequence[str]) -> Episode:
         """A fresh episode (its first frame will be defined 0 %)."""
@@ -158,6 +160,8 @@ class ProgressScorer:
                 assert episode.previous is not None
                 columns.insert(1, episode.previous.tiles)
             image = to_model_image(grid_from_tiles(columns, episode.roles, layout), layout)
+            if self.composite_hook is not None:
+                self.composite_hook(episode, current.stamp_ns, image)
             prev = None if self.from_zero else episode.prev_percent
             goal = self.model.escape_special_text(episode.goal)
             conversation = self.protocol.templates.messages(goal, prev, n_views=len(episode.roles))
@@ -220,7 +224,7 @@ class ProgressScorer:
 
     def _accept(self, p: _Pending, g: Generation, timings: BatchTimings, batch_size: int) -> Estimate:
         t0 = time.perf_counter()
-        parsed = parse_answer(g.text)
+        parsed = parse_answer(g.text, hit_token_limit=g.new_tokens >= self.generation.max_new_tokens)
         parse_s = time.perf_counter() - t0
         ep = p.episode
         base = self._base(p)
@@ -229,7 +233,7 @@ class ProgressScorer:
             percent, status, error = parsed.percent, EstimateStatus.OK, None
         else:
             percent, status = ep.prev_percent, EstimateStatus.PARSE_FAILED
-            error = f"{parsed.status.value}: no usable <answer> in the reply"
+            error = f"{parsed.status.value}: {parsed.reason}"
             ep.parse_failures += 1
         estimate = Estimate(
             **base, percent=percent, status=status, parse_status=parsed.status.value,

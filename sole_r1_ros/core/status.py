@@ -20,6 +20,7 @@ class EstimateStatus(str, Enum):
     NOT_ALIGNED = "not_aligned"  # a camera has no frame close enough to the reference stamp
     STALE = "stale"  # the newest frames are older than max_frame_age
     DECODE_ERROR = "decode_error"  # a frame could not be decoded
+    GOAL_REJECTED = "goal_rejected"  # a new goal was refused (empty, too long, control characters): episode unchanged
 
     def __str__(self) -> str:
         return self.value

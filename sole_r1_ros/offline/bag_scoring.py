@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,12 +95,19 @@ def run_fingerprint(plan: Plan, settings: ScoringSettings) -> str:
     )
 
 
-def run(plan: Plan, settings: ScoringSettings, partial: Path, *, quiet: bool = False) -> ScoredBag:
+def run(plan: Plan, settings: ScoringSettings, partial: Path, *, quiet: bool = False,
+        loaded: ProgressScorer | None = None, stop: threading.Event | None = None,
+        on_progress: Callable[[float, int], None] | None = None) -> ScoredBag:
     """Score the bag, journaling replies in ``partial`` (and resuming from it when it holds the
-    same run). ``quiet``: no progress bar, no transformers loading output."""
+    same run). ``quiet``: no progress bar, no transformers loading output. ``loaded``: a scorer
+    shared by concurrent runs (its model is then left open); ``stop``: when set, the run stops
+    between messages with ``KeyboardInterrupt`` (finished steps stay journaled); ``on_progress``
+    (fraction of bag time, estimates) replaces the progress bar."""
     worker_config = settings.scheduled_worker
     journal, replies = open_journal(partial, run_fingerprint(plan, settings))
-    loaded = load_scorer(settings.model, settings.decoding, quiet=quiet)
+    owned = loaded is None
+    if loaded is None:
+        loaded = load_scorer(settings.model, settings.decoding, quiet=quiet)
     backend = loaded.model
     model_info = backend.describe()
     sampler = ThumbnailSampler()
@@ -117,10 +126,12 @@ def run(plan: Plan, settings: ScoringSettings, partial: Path, *, quiet: bool = F
     topics = list(plan.cameras.values()) + [t for t in (plan.goal_topic, plan.ground_truth_topic) if t]
     ground_truth: dict[int, float] = {}
     start, end = plan.bag_info["start_ns"], plan.bag_info["end_ns"]
-    show = sys.stderr.isatty() and not quiet
+    show = sys.stderr.isatty() and not quiet and on_progress is None
     try:
         with BagReader(plan.bag) as bag:
             for m in bag.messages(topics):
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
                 now[0] = m.log_time_ns
                 if m.topic == plan.goal_topic:
                     try:
@@ -133,13 +144,20 @@ def run(plan: Plan, settings: ScoringSettings, partial: Path, *, quiet: bool = F
                     ground_truth[m.log_time_ns] = float(m.msg.data)
                     continue
                 worker.push_frame(topic_role[m.topic], stamp_to_ns(m.msg.header.stamp), m.msg, m.log_time_ns)
-                if worker.run_pending() and show:
-                    _progress_bar((m.log_time_ns - start) / max(1, end - start), len(results))
+                if worker.run_pending():
+                    fraction = (m.log_time_ns - start) / max(1, end - start)
+                    if on_progress is not None:
+                        on_progress(fraction, len(results))
+                    elif show:
+                        _progress_bar(fraction, len(results))
             now[0] = end + int(1e9 * (worker_config.align_tolerance_s + 1))
             worker.run_pending()
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
     finally:
         journaled.close()
-        backend.close()
+        if owned:
+            backend.close()
         if show:
             sys.stderr.write("\n")
     rows = []

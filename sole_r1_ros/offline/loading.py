@@ -38,8 +38,9 @@ def transformers_quiet(quiet: bool = True) -> Iterator[None]:
 
 
 def load_scorer(model: ModelSettings, decoding: DecodingSettings, *, quiet: bool = False) -> ProgressScorer:
-    """:func:`~sole_r1_ros.core.scorer.build_scorer`, quietly when ``quiet``."""
-    with transformers_quiet(quiet):
+    """:func:`~sole_r1_ros.core.scorer.build_scorer`, quietly when ``quiet`` (the server backend
+    never imports transformers, so there is nothing to silence)."""
+    with transformers_quiet(quiet and model.backend == "transformers"):
         return build_scorer(model, decoding)
 
 

@@ -214,10 +214,17 @@ class Selection:
 
 @dataclass(frozen=True)
 class SelectionFailure:
-    """Why no aligned set could be selected; ``reason`` is e.g. ``"stale:wrist"``."""
+    """Why no aligned set could be selected; ``reason`` is e.g. ``"stale:wrist"``.
+
+    ``stamp_ns`` is the reference frame the step was about (None when none was found: no frame,
+    or none near a requested stamp) and ``views`` the stamp of each camera's frame that was
+    looked at (the frame found, or the newest one of the camera that failed).
+    """
 
     reason: str
     detail: str = ""
+    stamp_ns: int | None = None
+    views: dict[str, int] = field(default_factory=dict)
 
     ok = False
 
@@ -293,33 +300,42 @@ class FrameSelector:
         Failure reasons: ``no_frames``, ``view_missing:<role>``, ``stale:<role>``,
         ``not_aligned:<role>``.
         """
+        return self._select(target_ns, tolerance_ns, max_age_ns, now_ns)
+
+    def _select(self, target_ns: int | None, tolerance_ns: int, max_age_ns: int | None,
+                now_ns: int) -> Selection | SelectionFailure:
         if tolerance_ns < 0:
             raise ValueError(f"tolerance_ns must be >= 0, got {tolerance_ns}")
         latest = {role: buf.peek_latest() for role, buf in self._buffers.items()}
-        if all(frame is None for frame in latest.values()):
+        newest = {role: f.stamp_ns for role, f in latest.items() if f is not None}
+        ref_role = self.reference_role
+        if not newest:
             return SelectionFailure("no_frames", "no camera has buffered any frame")
+        ref_buf = self._buffers[ref_role]
+        ref = None
+        if latest[ref_role] is not None:
+            ref = ref_buf.latest() if target_ns is None else ref_buf.nearest(target_ns, tolerance_ns)
+        about = ref.stamp_ns if ref is not None else None  # stamp_ns is always a real frame's
         for role in self._roles:
             if latest[role] is None:
-                return SelectionFailure(f"view_missing:{role}", f"camera '{role}' has no buffered frames")
-
-        ref_role = self.reference_role
-        ref_buf = self._buffers[ref_role]
-        if target_ns is None:
-            ref = ref_buf.latest()
-        else:
-            ref = ref_buf.nearest(target_ns, tolerance_ns)
+                return SelectionFailure(f"view_missing:{role}", f"camera '{role}' has no buffered frames",
+                                        about, newest)
         if ref is None:
-            return self._unaligned(ref_role, latest[ref_role], target_ns, tolerance_ns, max_age_ns, now_ns)
+            return _with_frames(self._unaligned(ref_role, latest[ref_role], target_ns, tolerance_ns, max_age_ns,
+                                                now_ns), None, {ref_role: newest[ref_role]})
         if _is_stale(ref, max_age_ns, now_ns):
-            return _stale(ref_role, ref, max_age_ns, now_ns)
+            return _with_frames(_stale(ref_role, ref, max_age_ns, now_ns), ref.stamp_ns, {ref_role: ref.stamp_ns})
 
         frames = {ref_role: ref}
         for role in self._roles[1:]:
             frame = self._buffers[role].nearest(ref.stamp_ns, tolerance_ns)
+            seen = {r: f.stamp_ns for r, f in frames.items()}
             if frame is None:
-                return self._unaligned(role, latest[role], ref.stamp_ns, tolerance_ns, max_age_ns, now_ns)
+                return _with_frames(self._unaligned(role, latest[role], ref.stamp_ns, tolerance_ns, max_age_ns,
+                                                    now_ns), ref.stamp_ns, {**seen, role: newest[role]})
             if _is_stale(frame, max_age_ns, now_ns):
-                return _stale(role, frame, max_age_ns, now_ns)
+                return _with_frames(_stale(role, frame, max_age_ns, now_ns), ref.stamp_ns,
+                                    {**seen, role: frame.stamp_ns})
             frames[role] = frame
         return Selection(ref.stamp_ns, frames)
 
@@ -357,6 +373,10 @@ class FrameSelector:
 
 
 ViewAligner = FrameSelector
+
+
+def _with_frames(failure: SelectionFailure, stamp_ns: int | None, views: dict[str, int]) -> SelectionFailure:
+    return SelectionFailure(failure.reason, failure.detail, stamp_ns, views)
 
 
 def _is_stale(frame: StampedFrame, max_age_ns: int | None, now_ns: int) -> bool:

@@ -18,8 +18,10 @@ class RewardResult:
     """What the node publishes for one scoring attempt.
 
     ``estimate`` is None when no estimate could be made (no goal, frames missing/stale/not
-    aligned, undecodable image, queue overflow); ``status`` then names the reason, and ``role``
-    the camera it is about, if any.
+    aligned, undecodable image, queue overflow, a rejected goal); ``status`` then names the
+    reason, ``role`` the camera it is about, if any, and ``stamp_ns`` / ``view_stamps_ns`` the
+    frames it was about. ``token_limit`` is the generation's ``max_new_tokens`` (so the JSON can
+    say whether a reply was cut by it); ``composite`` the image the model saw, when asked for.
     """
 
     status: EstimateStatus
@@ -32,6 +34,9 @@ class RewardResult:
     episode_id: str = ""
     goal: str = ""
     requested_stamp_ns: int | None = None
+    stamp_ns: int | None = None
+    token_limit: int | None = None
+    composite: Any = field(default=None, compare=False, repr=False)
 
     @property
     def publishes_progress(self) -> bool:
@@ -59,7 +64,7 @@ class RewardResult:
             "detail": self.detail,
             "request_id": self.request_id,
             "requested_stamp_ns": self.requested_stamp_ns,
-            "stamp_ns": e.stamp_ns if e else None,
+            "stamp_ns": e.stamp_ns if e else self.stamp_ns,
             "first_stamp_ns": e.first_stamp_ns if e else None,
             "prev_stamp_ns": e.prev_stamp_ns if e else None,
             "views": self.view_stamps_ns,
@@ -74,8 +79,17 @@ class RewardResult:
             "parse_status": e.parse_status if e else None,
             "error": e.error if e else None,
             "timings": dict(e.timings) if e else {},
-            "tokens": {"prompt": e.prompt_tokens, "generated": e.new_tokens} if e else {},
+            "tokens": self._tokens(e),
         }
+
+    def _tokens(self, e: Estimate | None) -> dict[str, Any]:
+        if e is None:
+            return {}
+        tokens: dict[str, Any] = {"prompt": e.prompt_tokens, "generated": e.new_tokens}
+        if self.token_limit is not None and e.status not in (EstimateStatus.FIRST_FRAME, EstimateStatus.ERROR):
+            tokens["limit"] = self.token_limit
+            tokens["hit_limit"] = e.new_tokens >= self.token_limit
+        return tokens
 
     def to_json(self) -> str:
         """:meth:`to_dict` as one line of JSON."""

@@ -9,6 +9,14 @@ callback that publishes. Scheduling:
   work); a frame is never scored twice and nothing is queued, so work is never stale.
 - ``request``: every request (a stamp and a correlation id) gets exactly one result, in order;
   the queue is bounded and an overflowing request is answered at once with a failure.
+
+With ``live`` (the node), a rate-mode step that is not scored emits a failure result
+naming the reason and the frames it was about, at most one per reason per
+``skipped_estimate_period_s`` of wall time (:class:`SkipLimiter`); while nothing is due, the
+thread checks every ``max(period + align_tolerance, skipped_estimate_period)`` s why (the
+reference camera silent or stale, no goal) and reports that the same way. A rejected goal is
+reported likewise, and frame stamps far from the node clock are named (one log line). Offline
+scoring leaves ``live`` off: its results are the scored steps, its clock is the bag's.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sole_r1_ros.core.goal import validate_goal
+from sole_r1_ros.core.goal import GoalError, validate_goal
 from sole_r1_ros.core.reward import RewardMapper
 from sole_r1_ros.core.scorer import Episode, ProgressScorer
 from sole_r1_ros.core.status import EstimateStatus, parse_status_text
@@ -35,11 +43,37 @@ from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
 
 LOG = logging.getLogger(__name__)
 
+# frame stamps further than this from the node clock (and than 10 x max_frame_age) mean the two
+# clocks disagree (a bag replayed without --clock/use_sim_time), not that a camera lags
+CLOCK_MISMATCH_MIN_S = 60.0
+
+
 @dataclass
 class _Request:
     stamp_ns: int
     request_id: str
     rate: bool = False
+    probe: bool = False  # rate mode, nothing due: find out why and report it
+
+
+class SkipLimiter:
+    """At most one report per key per ``period_s`` (wall time); counts what it held back."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+        self.suppressed = 0
+        self.allowed = 0
+
+    def allow(self, key: str, now_s: float) -> bool:
+        """True when a report for ``key`` may go out now (and records it)."""
+        last = self._last.get(key)
+        if last is not None and now_s - last < self.period_s:
+            self.suppressed += 1
+            return False
+        self._last[key] = now_s
+        self.allowed += 1
+        return True
 
 
 @dataclass
@@ -62,10 +96,26 @@ class WorkerStats:
     last_latency_s: float = 0.0
     last_failure: str = ""
     busy: bool = False
+    goals_rejected: int = 0
+    last_goal_rejection: str = ""
+    last_goal_rejection_wall_s: float | None = None
+    skipped_published: int = 0
+    skipped_suppressed: int = 0
+    last_outcome: str = ""  # status text of the last result (scored or not), "" before any
+    last_outcome_detail: str = ""
+    last_outcome_wall_s: float | None = None
+    clock_offset_s: dict[str, float] = field(default_factory=dict)  # receive time - stamp, newest frame per camera
+    clock_mismatch: str = ""  # a sentence while the node clock and the frame stamps disagree, else ""
 
 
 class RewardWorker:
-    """Owns the episode, the scheduling and the inference thread."""
+    """Owns the episode, the scheduling and the inference thread.
+
+    ``clock``: the node clock (ns; sim time when used); ``wall_clock``: seconds of steady time for
+    rate limits; ``live``: the node's reporting of unscored steps and clock mismatches (module
+    docstring); ``want_composite``: asked before each model step whether to keep the composite
+    image for the result (the node asks whether ``~/composite`` has subscribers).
+    """
 
     def __init__(
         self,
@@ -76,14 +126,29 @@ class RewardWorker:
         reward_config: RewardSettings,
         clock: Callable[[], int],
         emit: Callable[[RewardResult], None],
+        live: bool = False,
+        wall_clock: Callable[[], float] = time.monotonic,
+        want_composite: Callable[[], bool] | None = None,
     ) -> None:
         self.scorer = scorer
         self.selector = selector
         self.config = config
         self.reward_config = reward_config
         self.clock = clock
-        self.emit = emit
+        self._emit = emit
+        self.live = live
+        self.wall_clock = wall_clock
         self.stats = WorkerStats()
+        self._skips = SkipLimiter(config.skipped_estimate_period_s)
+        self._want_composite = want_composite
+        self._composite: object | None = None
+        self._capture = False
+        if want_composite is not None:
+            scorer.composite_hook = self._keep_composite
+        self._last_job_wall_s = wall_clock()
+        self._last_probe_wall_s = self._last_job_wall_s
+        self.clock_mismatch_s = max(CLOCK_MISMATCH_MIN_S, 10 * config.max_frame_age_s)
+        self._mismatch_ns = int(self.clock_mismatch_s * 1e9)
         self._lock = threading.Condition()
         self._slot: _EpisodeSlot | None = None
         self._requests: collections.deque[_Request] = collections.deque()
@@ -122,10 +187,25 @@ class RewardWorker:
     def set_goal(self, goal: object) -> str:
         """Start a new episode for ``goal``; raises :class:`~sole_r1_ros.core.goal.GoalError`
         (state unchanged) if invalid. The one place a goal is validated (``max_goal_chars``)."""
-        text = validate_goal(goal, max_chars=self.config.max_goal_chars)
+        try:
+            text = validate_goal(goal, max_chars=self.config.max_goal_chars)
+        except GoalError as err:
+            self._goal_rejected(str(err))
+            raise
         with self._lock:
             self._new_episode(text)
         return text
+
+    def _goal_rejected(self, reason: str) -> None:
+        with self._lock:
+            self.stats.goals_rejected += 1
+            self.stats.last_goal_rejection = reason
+            self.stats.last_goal_rejection_wall_s = self.wall_clock()
+            goal, episode = (self._slot.episode.goal, self._slot.episode.episode_id) if self._slot else ("", "")
+        self._report_skipped(RewardResult(
+            status=EstimateStatus.GOAL_REJECTED, detail=f"goal rejected: {reason}; the episode goes on",
+            goal=goal, episode_id=episode,
+        ))
 
     def reset(self) -> bool:
         """New episode with the same goal; False when there is no goal yet."""
@@ -157,6 +237,8 @@ class RewardWorker:
         """Store a raw camera message (cheap: no decoding). A reference-camera stamp more than
         ``time_jump_back_s`` behind the newest one means time jumped back (a bag loop, a restarted
         clock): buffered frames are dropped and a new episode starts with the same goal."""
+        if self.live:
+            self._check_clock(role, stamp_ns, received_ns)
         if role == self.selector.reference_role:
             newest = self.selector.buffer(role).peek_latest()
             if newest is not None and newest.stamp_ns - stamp_ns > self.config.time_jump_back_s * 1e9:
@@ -169,6 +251,24 @@ class RewardWorker:
         self.selector.push(role, stamp_ns, msg, received_ns)
         if self.config.mode == "rate":
             self.wake()
+
+    def _check_clock(self, role: str, stamp_ns: int, received_ns: int) -> None:
+        """Notice (once, with one log line) when frame stamps and the node clock disagree far beyond
+        ``max_frame_age``: every frame would be stale, e.g. a bag replayed without sim time."""
+        offset_ns = received_ns - stamp_ns
+        stats = self.stats
+        stats.clock_offset_s[role] = offset_ns / 1e9
+        if abs(offset_ns) > self._mismatch_ns:
+            if not stats.clock_mismatch:
+                side = "behind" if offset_ns > 0 else "ahead of"
+                stats.clock_mismatch = (
+                    f"camera '{role}' stamps are {abs(offset_ns) / 1e9:.0f} s {side} the node clock "
+                    f"(max_frame_age {self.config.max_frame_age_s:g} s): every frame is stale. A bag replayed "
+                    "without sim time? Play it with --clock and set use_sim_time:=true")
+                LOG.error("clock mismatch: %s", stats.clock_mismatch)
+        elif stats.clock_mismatch and all(abs(v) * 1e9 <= self._mismatch_ns for v in stats.clock_offset_s.values()):
+            stats.clock_mismatch = ""
+            LOG.info("clock mismatch over: frame stamps agree with the node clock again")
 
     def reject_frame(self, role: str, reason: str, detail: str) -> None:
         """Count a message that could not even be stored (e.g. unreadable header)."""
@@ -195,14 +295,100 @@ class RewardWorker:
     def _run(self) -> None:
         while True:
             with self._lock:
-                job = self._next_job()
+                job = self._next_job() or self._probe_job()
                 while job is None and not self._stop:
                     self._lock.wait(timeout=self._wait_s())
-                    job = self._next_job()
+                    job = self._next_job() or self._probe_job()
                 if self._stop or job is None:
                     return
                 slot = self._slot
-            self._execute(job, slot)
+            if job.probe:
+                self._probe(slot)
+            else:
+                self._last_job_wall_s = self.wall_clock()
+                self._execute(job, slot)
+
+    def emit(self, result: RewardResult) -> None:
+        """Hand one result to the ``emit`` callback, noting it as the last outcome."""
+        with self._lock:
+            self.stats.last_outcome = result.status_text
+            self.stats.last_outcome_detail = result.detail
+            self.stats.last_outcome_wall_s = self.wall_clock()
+        self._emit(result)
+
+    def _report_skipped(self, result: RewardResult) -> None:
+        """Emit a failure result of a step that was not scored, rate limited per reason."""
+        if not self.live:
+            return
+        with self._lock:
+            allowed = self._skips.allow(result.status_text, self.wall_clock())
+            self.stats.skipped_published = self._skips.allowed
+            self.stats.skipped_suppressed = self._skips.suppressed
+        if allowed:
+            self.emit(result)
+
+    def _probe_interval_s(self) -> float:
+        cfg = self.config
+        return max(cfg.period_s + cfg.align_tolerance_s, cfg.skipped_estimate_period_s, 0.2)
+
+    def _probe_job(self) -> _Request | None:
+        """Called with the lock held: in rate mode, when nothing was due for a while, a job that
+        finds out why (a reference camera gone stale or silent, no goal)."""
+        if not self.live or self.config.mode != "rate":
+            return None
+        now = self.wall_clock()
+        interval = self._probe_interval_s()
+        if now - self._last_job_wall_s < interval or now - self._last_probe_wall_s < interval:
+            return None
+        self._last_probe_wall_s = now
+        return _Request(stamp_ns=-1, request_id="", rate=True, probe=True)
+
+    def _probe(self, slot: _EpisodeSlot | None) -> None:
+        """Nothing came due for a while: report why, if the reference camera is the cause (it has no
+        frame or only a stale one) or there is no goal. A missing or unaligned other view is left
+        to the steps themselves, which still come due and report it."""
+        ref = self.selector.reference_role
+        newest = self.selector.buffer(ref).peek_latest()
+        if slot is None:
+            if newest is not None:
+                self._report_skipped(RewardResult(
+                    status=EstimateStatus.NO_GOAL, detail="frames arrive but no goal has been set (publish one on "
+                    "`goal` or set the `goal` parameter)", stamp_ns=newest.stamp_ns,
+                    view_stamps_ns=self._newest_stamps()))
+            return
+        idle = f"nothing scored for {self.wall_clock() - self._last_job_wall_s:.1f} s: "
+        job = _Request(-1, "", rate=True)
+        if newest is None:
+            others = self._newest_stamps()
+            kind, role = (EstimateStatus.VIEW_MISSING, ref) if others else (EstimateStatus.NO_FRAMES, None)
+            detail = f"camera '{ref}' has no buffered frames" if others else "no camera has buffered any frame"
+            self._report_skipped(self._fail(job, kind, idle + detail, slot, role=role, views=others))
+            return
+        now, max_age_ns = self.clock(), int(self.config.max_frame_age_s * 1e9)
+        if now - newest.stamp_ns > max_age_ns:
+            detail = (f"camera '{ref}' newest frame stamp {newest.stamp_ns} is {now - newest.stamp_ns} ns old "
+                      f"(max {max_age_ns})")
+            self._report_skipped(self._fail(job, EstimateStatus.STALE, self._with_hint(EstimateStatus.STALE,
+                                            idle + detail), slot, role=ref, stamp_ns=newest.stamp_ns,
+                                            views=self._newest_stamps()))
+
+    def _newest_stamps(self) -> dict[str, int]:
+        out = {}
+        for role in self.selector.roles:
+            frame = self.selector.buffer(role).peek_latest()
+            if frame is not None:
+                out[role] = frame.stamp_ns
+        return out
+
+    def _with_hint(self, kind: EstimateStatus, detail: str) -> str:
+        mismatch = self.stats.clock_mismatch
+        if kind is EstimateStatus.STALE and mismatch:
+            return f"{detail} (clock mismatch: {mismatch})"
+        return detail
+
+    def _keep_composite(self, _episode: Episode, _stamp_ns: int, image: object) -> None:
+        if self._capture:
+            self._composite = image
 
     def run_pending(self) -> int:
         """Run every job that is due now in the caller's thread, for offline scoring (the thread
@@ -231,8 +417,14 @@ class RewardWorker:
                 self.stats.busy = False
         with self._lock:
             stopping = self._stop
-        if result is not None and not stopping:
+        if result is None or stopping:
+            return
+        if not (job.rate and result.status.is_failure and result.estimate is None):
             self.emit(result)
+        elif self.live:
+            self._report_skipped(result)
+        elif result.status in (EstimateStatus.DECODE_ERROR, EstimateStatus.ERROR):
+            self.emit(result)  # offline: undecodable frames and internal errors are results; skipped steps are not
 
     def _wait_s(self) -> float:
         if self.config.mode == "rate":
@@ -256,7 +448,7 @@ class RewardWorker:
         rate_mode = job.rate
         requested = None if rate_mode else job.stamp_ns
         if slot is None:
-            return None if rate_mode else self._fail(job, EstimateStatus.NO_GOAL, "no goal has been set", slot)
+            return self._fail(job, EstimateStatus.NO_GOAL, "no goal has been set", slot)
         cfg = self.config
         selection = self.selector.select(
             job.stamp_ns,
@@ -269,7 +461,8 @@ class RewardWorker:
                 self.stats.selection_failures[selection.kind] += 1
                 self.stats.last_failure = f"{selection.reason}: {selection.detail}"
             kind, role = parse_status_text(selection.reason)
-            return None if rate_mode else self._fail(job, kind, selection.detail, slot, role=role)
+            return self._fail(job, kind, self._with_hint(kind, selection.detail), slot, role=role,
+                              stamp_ns=selection.stamp_ns, views=selection.views)
         views: dict[str, np.ndarray] = {}
         for role, frame in selection.frames.items():
             try:
@@ -282,10 +475,18 @@ class RewardWorker:
                 with self._lock:
                     self.stats.decode_errors[err.reason] += 1
                     self.stats.last_failure = f"decode_error:{role}: {err}"
-                return self._fail(job, EstimateStatus.DECODE_ERROR, str(err), slot, role=role)
+                return self._fail(job, EstimateStatus.DECODE_ERROR, str(err), slot, role=role,
+                                  stamp_ns=selection.stamp_ns,
+                                  views={r: f.stamp_ns for r, f in selection.frames.items()})
         stamps = {role: f.stamp_ns for role, f in selection.frames.items()}
+        self._capture = self._want_composite is not None and self._want_composite()
+        self._composite = None
         t0 = time.perf_counter()
-        estimate = self.scorer.score(slot.episode, selection.stamp_ns, views)
+        try:
+            estimate = self.scorer.score(slot.episode, selection.stamp_ns, views)
+        finally:
+            self._capture = False
+        composite, self._composite = self._composite, None
         latency = time.perf_counter() - t0
         reward = slot.rewards.step(estimate.progress) if estimate.has_progress else None
         with self._lock:
@@ -302,14 +503,17 @@ class RewardWorker:
             detail = (detail + "; " if detail else "") + "episode ended while this step ran"
         return RewardResult(
             status=estimate.status, detail=detail, request_id=job.request_id, estimate=estimate, reward=reward,
-            view_stamps_ns=stamps, requested_stamp_ns=requested,
+            view_stamps_ns=stamps, requested_stamp_ns=requested, token_limit=self.scorer.generation.max_new_tokens,
+            composite=composite,
         )
 
     @staticmethod
     def _fail(job: _Request, status: EstimateStatus, detail: str, slot: _EpisodeSlot | None,
-              role: str | None = None) -> RewardResult:
+              role: str | None = None, stamp_ns: int | None = None,
+              views: dict[str, int] | None = None) -> RewardResult:
         return RewardResult(
             status=status, role=role, detail=detail, request_id=job.request_id,
             requested_stamp_ns=None if job.rate else job.stamp_ns,
             goal=slot.episode.goal if slot else "", episode_id=slot.episode.episode_id if slot else "",
+            stamp_ns=stamp_ns, view_stamps_ns=dict(views or {}),
         )

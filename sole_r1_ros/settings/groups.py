@@ -24,9 +24,13 @@ class ModelSettings:
 
     PREFIX: ClassVar[str] = "model"
 
-    backend: str = setting("transformers", "model backend: transformers (in-process Hugging Face generate)",
+    backend: str = setting("transformers", "model backend: transformers (in-process Hugging Face generate) | "
+                                           "transformers_static (in-process, static KV cache, prompts padded to a "
+                                           "length bucket: compiled on a GPU) | server (an OpenAI-compatible "
+                                           "server: vLLM, SGLang, transformers serve)",
                            flag="--backend")
-    path: str = setting("", "checkpoint directory; empty = the built-in default model", flag="--model")
+    path: str = setting("", "checkpoint directory; empty = the built-in default model (server backend: only the "
+                            "tokenizer.json's added tokens are read, for goal escaping)", flag="--model")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N", flag="--device")
     dtype: str = setting("auto", "auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float16 | float32",
                          choices=("auto", "bfloat16", "float16", "float32"), flag="--dtype")
@@ -42,6 +46,27 @@ class ModelSettings:
                                minimum=0, flag="--cpu-threads")
     linear_patch_embedding: bool = setting(True, "run the vision Conv3d patch embedding as the equivalent GEMM "
                                                  "(same weights, faster)", flag="--linear-patch-embedding")
+    url: str = setting("", "server backend: base URL of the OpenAI-compatible API (http://host:port or "
+                           "https://...; /v1 is appended when missing)")
+    name: str = setting("", "server backend: the served model's name; empty = the one /v1/models lists "
+                            "(transformers serve: its pinned model)")
+    api_key_env: str = setting("", "server backend: NAME of the environment variable holding the API key "
+                                   "(sent as a bearer token; never logged); empty = no key")
+    dialect: str = setting("auto", "server backend: request fields of auto (detected) | vllm | sglang | transformers",
+                           choices=("auto", "vllm", "sglang", "transformers"))
+    timeout_s: float = setting(60.0, "server backend: seconds to wait for one reply", minimum=0.001,
+                               param="timeout")
+    max_concurrency: int = setting(8, "server backend: requests in flight at once from this process", minimum=1)
+    retries: int = setting(3, "server backend: retries of a request after a connection error, HTTP 5xx or 429",
+                           minimum=0)
+    retry_backoff_s: float = setting(0.5, "server backend: first wait before a retry, doubled each time (s); "
+                                          "a Retry-After header wins", minimum=0.0, param="retry_backoff")
+    retry_backoff_max_s: float = setting(8.0, "server backend: cap on the wait before a retry (s)", minimum=0.0,
+                                         param="retry_backoff_max")
+    startup_wait_s: float = setting(30.0, "server backend: how long start-up waits for an unreachable server "
+                                          "before refusing to start (s)", minimum=0.0, param="startup_wait")
+    ca_bundle: str = setting("", "server backend, https://: CA certificates (PEM file) to verify the server "
+                                 "with; empty = the system's")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -111,6 +136,10 @@ class WorkerSettings:
     buffer_max_mb: int = setting(256, "message data kept per camera, MiB (bounds memory for huge frames)",
                                  minimum=1)
     max_goal_chars: int = setting(1000, "longer goals are rejected", minimum=1)
+    skipped_estimate_period_s: float = setting(1.0, "rate mode: a step that is not scored publishes a failure "
+                                                    "~/estimate, at most one per reason per this many s (wall "
+                                                    "time); 0 = every one", minimum=0.0,
+                                               param="skipped_estimate_period", offline=False)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -165,7 +194,11 @@ class NodeSettings:
                                        "rigs)", minimum=1, param="image_qos.depth", offline=False)
     goal: str = setting("", "initial task description; also settable at runtime (starts a new episode)",
                         offline=False, runtime=True)
-    diagnostics_period: float = setting(1.0, "seconds between /diagnostics messages", minimum=0.0, offline=False)
+    diagnostics_period: float = setting(1.0, "seconds between /diagnostics messages (steady clock: keeps "
+                                             "publishing when /clock stops)", minimum=0.0, offline=False)
+    composite_format: str = setting("jpeg", "~/composite encoding: jpeg (quality 95, small, fast) or png "
+                                            "(lossless: the model's exact pixels, ~10-30x slower to encode)",
+                                    choices=("jpeg", "png"), offline=False)
 
     def __post_init__(self) -> None:
         validate(self)

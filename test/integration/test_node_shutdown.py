@@ -56,7 +56,11 @@ def test_signal_under_full_load(slow_model_dir: Path, tmp_path: Path, sig: signa
     assert rc == 0, output[-3000:]
     assert "Traceback" not in output
     assert "did not stop" not in output  # the worker was joined
-    assert all(json.loads(r.msg.data)["status"] in ("first_frame", "ok", "parse_failed") for r in estimates.snapshot())
+    # scored steps, and (before the cameras came up) reports of why nothing was scored; never an error
+    statuses = [json.loads(r.msg.data)["status"] for r in estimates.snapshot()]
+    assert all(s in ("first_frame", "ok", "parse_failed") or s.split(":")[0] in ("no_frames", "view_missing",
+                                                                                 "not_aligned", "stale")
+               for s in statuses), statuses
     assert elapsed < 10, f"exit took {elapsed:.1f} s"
 
 

@@ -415,7 +415,8 @@ def test_goal_topic_and_reset_start_new_episodes(fleet: Fleet,
     new_goal = "stack the green block on the blue block"
     start = len(node.estimates())
     goal_pub.publish(String(data=new_goal))
-    first = node.wait_estimates(lambda es: next((e for e in es[start:] if e["goal"] == new_goal), None), 30,
+    first = node.wait_estimates(lambda es: next((e for e in es[start:] if e["goal"] == new_goal
+                                                 and e["step"] is not None), None), 30,
                                 "an estimate for the new goal")
     episode = first["episode_id"]
     assert episode != old_episode
@@ -428,17 +429,24 @@ def test_goal_topic_and_reset_start_new_episodes(fleet: Fleet,
     start = len(node.estimates())
     reset_pub.publish(Empty())
     reset = node.wait_estimates(
-        lambda es: next((e for e in es[start:] if e["episode_id"] not in (old_episode, episode)), None), 30,
+        lambda es: next((e for e in es[start:] if e["episode_id"] not in (old_episode, episode)
+                         and e["step"] is not None), None), 30,
         "an estimate of the episode after the reset")
     assert reset["goal"] == new_goal and reset["step"] == 0 and reset["status"] == "first_frame", reset
     node.process.wait_for_output(rf"episode reset: {reset['episode_id']}", 10)
 
-    # an empty goal is rejected: the episode goes on
+    # an empty goal is rejected: the episode goes on, and ~/estimate says so (goal_rejected)
     log_start = len(node.process.output())
+    start = len(node.estimates())
     goal_pub.publish(String(data="   "))
     node.process.wait_for_output(r"goal from topic rejected: goal is empty", 10, start=log_start)
+    refusal = node.wait_estimates(lambda es: next((e for e in es[start:] if e["status"] == "goal_rejected"), None),
+                                  30, "the goal_rejected estimate")
+    assert refusal["episode_id"] == reset["episode_id"] and refusal["progress"] is None, refusal
+    assert "goal is empty" in refusal["detail"]
     start = len(node.estimates())
-    later = node.wait_estimates(lambda es: es[start:] if len(es) - start >= 2 else None, 30,
+    later = node.wait_estimates(lambda es: [e for e in es[start:] if e["step"] is not None][:2] or None
+                                if sum(e["step"] is not None for e in es[start:]) >= 2 else None, 30,
                                 "estimates after the rejected goal")
     assert {e["episode_id"] for e in later} == {reset["episode_id"]}, later
     assert {e["goal"] for e in later} == {new_goal}
@@ -448,7 +456,8 @@ def test_goal_topic_and_reset_start_new_episodes(fleet: Fleet,
     long_goal = ("push the red block " * 100).strip()
     start = len(node.estimates())
     goal_pub.publish(String(data=long_goal))
-    long_first = node.wait_estimates(lambda es: next((e for e in es[start:] if e["goal"] == long_goal), None), 30,
+    long_first = node.wait_estimates(lambda es: next((e for e in es[start:] if e["goal"] == long_goal
+                                                      and e["step"] is not None), None), 30,
                                      "an estimate for the long goal")
     assert long_first["step"] == 0, long_first
     log_start = len(node.process.output())
@@ -690,7 +699,8 @@ def test_parameter_services_answer_while_model_busy(fleet: Fleet, slow_node: Rew
         f"from the first call, answered after {t_get_answered - t_calls:.2f} s")
     # a new episode follows for the accepted goal; the last step of the old one ran across the
     # change (steps run back to back) and says its episode ended under it
-    first = node.wait_estimates(lambda es: next((e for e in es[start:] if e["goal"] == new_goal), None), 60,
+    first = node.wait_estimates(lambda es: next((e for e in es[start:] if e["goal"] == new_goal
+                                                 and e["step"] is not None), None), 60,
                                 "the new goal's first estimate")
     cut = [e for e in node.estimates()[start:] if e["goal"] != new_goal and e["status"] in MODEL_STATUSES][-1]
     assert "episode ended while this step ran" in cut["detail"], cut

@@ -17,7 +17,12 @@ CASES = [
     ("<think>x</think><answer>150%</answer>", 100, ParseStatus.CLIPPED, "x"),
     ("<think>x</think><answer>-250%</answer>", -100, ParseStatus.CLIPPED, "x"),
     ("<think>x</think><answer>45%</answer", 45, ParseStatus.OK, "x"),  # truncated closing tag
-    ("<think>x</think><answer>45%", 45, ParseStatus.OK, "x"),  # no closing tag
+    ("<think>x</think><answer>45%", 45, ParseStatus.OK, "x"),  # no closing tag, but the % ends the number
+    ("<think>x</think><answer>4", None, ParseStatus.TRUNCATED, "x"),  # cut on its way to 45%
+    ("<think>x</think><answer>100100", None, ParseStatus.TRUNCATED, "x"),
+    ("<think>x</think><answer>", None, ParseStatus.TRUNCATED, "x"),
+    ("<think>x</think><answer>45.", None, ParseStatus.TRUNCATED, "x"),
+    ("<think>x</think><answer>45</answer", 45, ParseStatus.OK, "x"),  # missing '>' only: tolerated
     ("<think>x</think><answer>62.6%</answer>", 63, ParseStatus.OK, "x"),
     ("<think>x</think>\n<answer>\n12\n</answer>", 12, ParseStatus.OK, "x"),
     ("<think>multi\nline</think><answer>5%</answer>", 5, ParseStatus.OK, "multi\nline"),
@@ -64,3 +69,31 @@ def test_round_trip_of_well_formed_answers(value: int, thought: str) -> None:
     parsed = parse_answer(f"<think>{thought}</think><answer>{value}%</answer>")
     assert parsed.percent == max(-100, min(100, value))
     assert parsed.reasoning == thought.strip()
+
+
+def test_truncated_answers_say_why() -> None:
+    cut = parse_answer("<think>x</think><answer>4")
+    assert cut.reason == "the reply ends inside <answer>: no '%' and no closing tag"
+    at_limit = parse_answer("<think>x</think><answer>45%", hit_token_limit=True)
+    assert at_limit.status is ParseStatus.TRUNCATED and at_limit.percent is None
+    assert "token limit" in at_limit.reason
+    assert parse_answer("<think>x</think><answer>45%</answer>", hit_token_limit=True).percent == 45
+    assert parse_answer("<think>x</think><answer>45%</answer", hit_token_limit=True).percent == 45
+    assert "token limit" in parse_answer("<think>cut", hit_token_limit=True).reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=-10_000, max_value=10_000), st.data())
+def test_a_cut_reply_never_reads_as_another_number(value: int, data: st.DataObject) -> None:
+    """Every prefix of a well-formed reply either fails or reads the reply's own (clipped)
+    value: never a number the model did not finish writing (``<answer>4`` of ``45%``)."""
+    reply = f"<think>t</think><answer>{value}%</answer>"
+    cut = data.draw(st.integers(min_value=0, max_value=len(reply)))
+    prefix = reply[:cut]
+    for at_limit in (False, True):
+        parsed = parse_answer(prefix, hit_token_limit=at_limit)
+        assert parsed.percent in (None, max(-100, min(100, value))), (prefix, parsed)
+        if at_limit and "</answer" not in prefix:
+            assert parsed.percent is None, prefix
+        if parsed.percent is None:
+            assert parsed.reason
