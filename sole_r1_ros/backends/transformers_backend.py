@@ -161,6 +161,7 @@ class TransformersBackend(VisionLanguageModel):
         added = set(getattr(tokenizer, "all_special_tokens", [])) | set(tokenizer.get_added_vocab())
         self._added_tokens = sorted((t for t in added if len(t) > 1), key=len, reverse=True)
         self.dtype = str(self.model.dtype).replace("torch.", "")
+        self.parameters = sum(p.numel() for p in self.model.parameters())
 
     def describe(self) -> dict[str, Any]:
         """Short facts for logs and diagnostics."""
@@ -169,7 +170,7 @@ class TransformersBackend(VisionLanguageModel):
             "model_type": self.model_type,
             "device": self.device,
             "dtype": self.dtype,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": self.parameters,
         }
 
     def escape_special_text(self, text: str) -> str:

@@ -290,7 +290,8 @@ class RewardNode(Node):
         goal, episode = self.worker.goal, self.worker.episode_id
         cameras = self.selector.stats()
         out = [
-            Health("model", Level.OK, "loaded", dict(self.model_info)),
+            # asked each time: a server backend's request counters and latency are live
+            Health("model", Level.OK, "loaded", self.worker.scorer.model.describe()),
             inference_health(stats, goal=goal, episode_id=episode, queue_depth=self.worker.queue_depth(),
                              reference_frames=int(cameras[self.selector.reference_role]["received"])),
             goal_health(stats, goal=goal, episode_id=episode, now_wall_s=wall),
