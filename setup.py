@@ -15,7 +15,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        # closed_loop.launch.py starts developer tools (sole_r1_tools): it runs from a source checkout
+        (f"share/{PACKAGE}/launch", ["launch/reward_node.launch.py"]),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/rigs", glob("config/rigs/*.yaml")),
         (f"share/{PACKAGE}/config/prompts", glob("config/prompts/*.yaml")),

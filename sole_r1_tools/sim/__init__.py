@@ -1,0 +1,1 @@
+"""The interactive synthetic tabletop: a gymnasium env and its ROS camera/actuator driver."""
