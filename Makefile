@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env demo test lint colcon-check clean
+.PHONY: env demo test test-pythons lint colcon-check clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -13,6 +13,10 @@ demo: env
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the unit tests (no running ROS graph) under Python 3.10 and 3.12, in .venv-py310 / .venv-py312
+test-pythons:
+	@bash scripts/test_python_versions.sh
 
 lint: env
 	@VENV=$(VENV) bash scripts/lint.sh
