@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env demo test test-pythons lint colcon-check clean
+.PHONY: env demo test test-pythons lint bench-smoke colcon-check clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -20,6 +20,10 @@ test-pythons:
 
 lint: env
 	@VENV=$(VENV) bash scripts/lint.sh
+
+# every bench once with its smallest settings: keeps them runnable (the figures are not measurements)
+bench-smoke: env
+	$(PY) bench/smoke.py
 
 colcon-check: env
 	@bash scripts/check_colcon_build.sh
