@@ -15,16 +15,10 @@ On a CPU, compiling is off unless ``compile_on_cpu`` is set (the first call then
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image
-
-from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
 from sole_r1_ros.core.protocol import GenerationSettings
-from sole_r1_ros.errors import InferenceError
 from sole_r1_ros.settings.groups import ModelSettings
 
 PROMPT_BUCKET = 64  # tokens: one image (~900 tokens for SOLE-R1-8B) + ~300 text tokens span 1-2 buckets of variation
@@ -60,33 +54,14 @@ class StaticCacheBackend(TransformersBackend):
         """The transformers backend's facts, plus the cache and bucket."""
         return {**super().describe(), "cache": "static", "prompt_bucket": PROMPT_BUCKET}
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        images: Sequence[Image.Image],
-        settings: GenerationSettings,
-        timings: BatchTimings | None = None,
-    ) -> list[Generation]:
-        """As :meth:`TransformersBackend.generate`, with a static cache and bucket-padded prompts."""
-        if len(conversations) != len(images) or not conversations:
-            raise ValueError("need one image per conversation and at least one conversation")
-        torch = self._torch
-        timings = timings if timings is not None else BatchTimings()
-        t0 = time.perf_counter()
-        tokenizer = self.processor.tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        inputs = self.processor(text=[self.prompt_text(c) for c in conversations], images=list(images),
-                                return_tensors="pt", padding=True)
-        prompt_len = pad_to_bucket(inputs, pad_id)
-        inputs = inputs.to(self.device)
-        t1 = time.perf_counter()
-        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
-                                  "cache_implementation": "static", "pad_token_id": pad_id,
-                                  "stopping_criteria": self._stopping_criteria()}
-        if settings.do_sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+    def _pad_prompts(self, inputs: Any, pad_id: int | None) -> int:  # noqa: ANN401 - a processor's BatchFeature
+        """Left-pad the prompts to the next :data:`PROMPT_BUCKET` multiple (one compiled shape)."""
+        return pad_to_bucket(inputs, pad_id if pad_id is not None else 0)
+
+    def _generate_kwargs(self, settings: GenerationSettings, pad_id: int | None) -> dict[str, Any]:
+        """The transformers backend's options with a static cache (compiled on CPU when asked)."""
+        kwargs = super()._generate_kwargs(settings, pad_id)
+        kwargs["cache_implementation"] = "static"
         if self.compile_on_cpu and self.device == "cpu":
             from transformers import CompileConfig
 
@@ -94,28 +69,7 @@ class StaticCacheBackend(TransformersBackend):
             # transformers compiles by itself only on accelerators
             config._compile_all_devices = True  # type: ignore[assignment]  # noqa: SLF001
             kwargs["compile_config"] = config
-        try:
-            if settings.seed is not None:
-                torch.manual_seed(settings.seed)
-            with torch.inference_mode():
-                output = self.model.generate(**inputs, **kwargs)
-        except torch.OutOfMemoryError as err:
-            if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            raise InferenceError(f"out of memory during generation: {err}", out_of_memory=True) from err
-        except Exception as err:
-            raise InferenceError(f"generation failed: {type(err).__name__}: {err}") from err
-        t2 = time.perf_counter()
-        timings.processor_s += t1 - t0
-        timings.model_s += t2 - t1
-        new_ids = output[:, prompt_len:]
-        replies = self.processor.batch_decode(new_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        attention = inputs["attention_mask"]
-        return [
-            Generation(text=reply, prompt_tokens=int(attention[row].sum()),
-                       new_tokens=int((new_ids[row] != pad_id).sum()))
-            for row, reply in enumerate(replies)
-        ]
+        return kwargs
 
 
 __all__ = ["PROMPT_BUCKET", "StaticCacheBackend", "pad_to_bucket"]

@@ -200,19 +200,14 @@ class TransformersBackend(VisionLanguageModel):
         torch = self._torch
         timings = timings if timings is not None else BatchTimings()
         t0 = time.perf_counter()
-        texts = [self.prompt_text(c) for c in conversations]
-        inputs = self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
-        inputs = inputs.to(self.device)
-        t1 = time.perf_counter()
-        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample}
-        if settings.do_sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        kwargs["stopping_criteria"] = self._stopping_criteria()
         tokenizer = self.processor.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        kwargs["pad_token_id"] = pad_id
+        texts = [self.prompt_text(c) for c in conversations]
+        inputs = self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
+        prompt_len = self._pad_prompts(inputs, pad_id)
+        inputs = inputs.to(self.device)
+        t1 = time.perf_counter()
+        kwargs = self._generate_kwargs(settings, pad_id)
         try:
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
@@ -227,7 +222,6 @@ class TransformersBackend(VisionLanguageModel):
         t2 = time.perf_counter()
         timings.processor_s += t1 - t0
         timings.model_s += t2 - t1
-        prompt_len = inputs["input_ids"].shape[1]
         new_ids = output[:, prompt_len:]
         replies = self.processor.batch_decode(new_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         attention = inputs["attention_mask"]
@@ -237,6 +231,21 @@ class TransformersBackend(VisionLanguageModel):
             n_new = int((generated != pad_id).sum()) if pad_id is not None else len(generated)
             results.append(Generation(text=reply, prompt_tokens=int(attention[row].sum()), new_tokens=n_new))
         return results
+
+    def _pad_prompts(self, inputs: Any, pad_id: int | None) -> int:  # noqa: ANN401 - a processor's BatchFeature
+        """The prompts' token length as ``generate`` sees it (a subclass may pad them first)."""
+        return int(inputs["input_ids"].shape[1])
+
+    def _generate_kwargs(self, settings: GenerationSettings, pad_id: int | None) -> dict[str, Any]:
+        """``model.generate`` options for ``settings``: sampling, the cancel criterion, padding."""
+        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample}
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs["stopping_criteria"] = self._stopping_criteria()
+        kwargs["pad_token_id"] = pad_id
+        return kwargs
 
     def cancel(self) -> None:
         """Make a generation in flight (and later ones) stop at the next token: for fast shutdown."""
