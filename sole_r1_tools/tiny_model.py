@@ -457,7 +457,7 @@ def _model_config(family: str, tokenizer: Any, hidden_size: int, num_layers: int
 
 
 @contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
+def quiet_progress_bars() -> Iterator[None]:
     """Silence transformers' tqdm bars (e.g. "Writing model shards") and restore the setting."""
     from transformers.utils import logging as hf_logging
 
@@ -492,7 +492,7 @@ def _write_model_dir(target: Path, family: str, seed: int, hidden_size: int, num
         pad_token_id=tokenizer.pad_token_id,
         do_sample=False,
     )
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model.save_pretrained(target, safe_serialization=True)
 
     chat_template = QWEN3_VL_CHAT_TEMPLATE if family == "qwen3_vl" else QWEN2_VL_CHAT_TEMPLATE

@@ -221,15 +221,15 @@ def _lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.05)
 
 def save_model(backend: Any, out: Path, extra_files: dict[str, Any] | None = None) -> Path:
     """Atomically write model (safetensors) + processor into ``out``."""
-    from transformers.utils import logging as hf_logging
+    from sole_r1_tools.tiny_model import quiet_progress_bars
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         backend.model.eval()
-        hf_logging.disable_progress_bar()
-        backend.model.save_pretrained(staging, safe_serialization=True)
+        with quiet_progress_bars():  # restored afterwards: a disabled bar outlived this call before
+            backend.model.save_pretrained(staging, safe_serialization=True)
         backend.processor.tokenizer.padding_side = "right"
         backend.processor.save_pretrained(staging)
         backend.processor.tokenizer.padding_side = "left"

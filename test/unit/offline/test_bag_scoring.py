@@ -248,14 +248,20 @@ def test_summary_records_goal_text_and_topics(tmp_path: Path, capsys: pytest.Cap
 def test_quiet_prints_no_progress_bars(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     from transformers.utils import logging as hf_logging
 
-    bag = write_bag(tmp_path / "bag", n=6)
-    assert score(bag, tmp_path / "quiet") == 0  # FAST has --quiet
-    err = capfd.readouterr().err
-    assert "Loading weights" not in err and "it/s" not in err and "\r" not in err
-    assert hf_logging.is_progress_bar_enabled()  # restored afterwards
-    assert score_bag.main([str(bag), "--out", str(tmp_path / "loud"), "--rate", "3", "--greedy",
-                           "--max-new-tokens", "8"]) == 0
-    assert "Loading weights" in capfd.readouterr().err  # what --quiet silences
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # whatever an earlier test in this process left behind
+    try:
+        bag = write_bag(tmp_path / "bag", n=6)
+        assert score(bag, tmp_path / "quiet") == 0  # FAST has --quiet
+        err = capfd.readouterr().err
+        assert "Loading weights" not in err and "it/s" not in err and "\r" not in err
+        assert hf_logging.is_progress_bar_enabled()  # restored afterwards
+        assert score_bag.main([str(bag), "--out", str(tmp_path / "loud"), "--rate", "3", "--greedy",
+                               "--max-new-tokens", "8"]) == 0
+        assert "Loading weights" in capfd.readouterr().err  # what --quiet silences
+    finally:
+        if not was_enabled:
+            hf_logging.disable_progress_bar()
 
 
 def test_interrupt_once_outputs_are_complete_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
