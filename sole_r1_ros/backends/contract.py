@@ -16,8 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.errors import InferenceError, ModelLoadError
+from sole_r1_ros.settings.generation import GenerationSettings
 
 Conversation = list[dict[str, Any]]
 

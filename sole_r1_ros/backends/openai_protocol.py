@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from sole_r1_ros.backends.contract import Conversation, Generation
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.errors import InferenceError
+from sole_r1_ros.settings.generation import GenerationSettings
 
 DIALECTS = ("vllm", "sglang", "transformers")
 

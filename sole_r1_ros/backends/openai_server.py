@@ -37,8 +37,8 @@ from sole_r1_ros.backends.openai_protocol import (
     png_data_url,
     request_body,
 )
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.errors import ConfigError, InferenceError, ModelLoadError
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
 
 LOG = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
-from sole_r1_ros.core.protocol import GenerationSettings
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
 
 PROMPT_BUCKET = 64  # tokens: one image (~900 tokens for SOLE-R1-8B) + ~300 text tokens span 1-2 buckets of variation

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.errors import InferenceError, ModelLoadError
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
 
 if TYPE_CHECKING:

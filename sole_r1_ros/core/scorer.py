@@ -21,9 +21,10 @@ from sole_r1_ros.backends.contract import BatchTimings, Generation, VisionLangua
 from sole_r1_ros.core.answer import ParseStatus, parse_answer
 from sole_r1_ros.core.composite import grid_from_tiles, letterbox_views, to_model_image
 from sole_r1_ros.core.goal import GoalError, validate_goal
-from sole_r1_ros.core.protocol import GenerationSettings, Protocol, load_protocol
+from sole_r1_ros.core.protocol import Protocol, load_protocol
 from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.errors import InferenceError
+from sole_r1_ros.settings.generation import GenerationSettings
 
 if TYPE_CHECKING:
     from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings

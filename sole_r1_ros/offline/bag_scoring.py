@@ -20,7 +20,6 @@ from typing import Any
 from PIL import Image
 
 from sole_r1_ros.core.goal import GoalError
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.core.scorer import ProgressScorer
 from sole_r1_ros.errors import ConfigError
 from sole_r1_ros.messages.bags import BagReader
@@ -34,6 +33,7 @@ from sole_r1_ros.offline.seeding import OFFLINE_SEED, PerStepSeedModel
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector
 from sole_r1_ros.pipeline.result import RewardResult
 from sole_r1_ros.pipeline.worker import RewardWorker
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings, RewardSettings, WorkerSettings
 
 LOG = logging.getLogger("score_bag")

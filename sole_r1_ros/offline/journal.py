@@ -20,8 +20,8 @@ from typing import Any
 from PIL import Image
 
 from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.offline.model_wrappers import DelegatingModel
+from sole_r1_ros.settings.generation import GenerationSettings
 
 LOG = logging.getLogger("score_bag")
 JOURNAL_NAME = "journal.jsonl"

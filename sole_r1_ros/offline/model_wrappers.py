@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
-from sole_r1_ros.core.protocol import GenerationSettings
+from sole_r1_ros.settings.generation import GenerationSettings
 
 
 class DelegatingModel(VisionLanguageModel):

@@ -25,8 +25,8 @@ from typing import Any
 from PIL import Image
 
 from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.offline.model_wrappers import DelegatingModel
+from sole_r1_ros.settings.generation import GenerationSettings
 
 OFFLINE_SEED = 0
 SEED_HELP = (f"sampling seed; offline runs are seeded by default ({OFFLINE_SEED}) so that a re-run gives the "

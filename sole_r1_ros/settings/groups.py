@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from sole_r1_ros.core.protocol import GenerationSettings
 from sole_r1_ros.errors import ConfigError
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.schema import setting, validate
 
 

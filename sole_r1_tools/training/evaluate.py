@@ -73,8 +73,9 @@ def evaluate(
     """Score held-out episodes with ``model`` (a directory or a loaded ``TransformersBackend``)
     through ``ProgressScorer`` (greedy) and return the metrics and per-episode traces.
     ``rendered``: the episodes of ``specs``, already rendered (``make_episode``), in their order."""
-    from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
+    from sole_r1_ros.core.protocol import load_protocol
     from sole_r1_ros.core.scorer import ProgressScorer
+    from sole_r1_ros.settings.generation import GenerationSettings
 
     backend = _backend(model, device)
     protocol = load_protocol()
@@ -211,7 +212,8 @@ def true_quote_error(model: str | Any, *, episodes: int = 24, seed: int = 1000,
     from the free-running loop's drift. Same composites and prompt as the scorer, greedy; an
     unparsable answer counts as an error of 1."""
     from sole_r1_ros.core.composite import compose
-    from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
+    from sole_r1_ros.core.protocol import load_protocol
+    from sole_r1_ros.settings.generation import GenerationSettings
     from sole_r1_tools.training.dataset import percent_at
 
     backend = _backend(model, device)

@@ -552,8 +552,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "sole_r1_ros" / "data" / "
 
 @pytest.mark.skipif(not (DEFAULT_MODEL / "config.json").is_file(), reason="no shipped default model")
 def test_shipped_default_model_answers_in_protocol() -> None:
-    from sole_r1_ros.core.protocol import GenerationSettings
     from sole_r1_ros.core.scorer import ProgressScorer
+    from sole_r1_ros.settings.generation import GenerationSettings
 
     backend = TransformersBackend(ModelSettings(path=str(DEFAULT_MODEL), device="cpu"))
     assert backend.model_type == "qwen3_vl"

@@ -13,8 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
-from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
+from sole_r1_ros.core.protocol import load_protocol
 from sole_r1_ros.core.scorer import ProgressScorer
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
 
 ROLES = ("external", "wrist")

@@ -22,8 +22,9 @@ from sole_r1_ros.backends.openai_protocol import (
     request_body,
 )
 from sole_r1_ros.backends.openai_server import local_special_texts
-from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
+from sole_r1_ros.core.protocol import load_protocol
 from sole_r1_ros.errors import InferenceError
+from sole_r1_ros.settings.generation import GenerationSettings
 
 URL = "data:image/png;base64,AAAA"
 SAMPLED = GenerationSettings(seed=7)  # the release's T 1.0, top-p 0.9, top-k 50, 200 tokens

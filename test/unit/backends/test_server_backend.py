@@ -20,11 +20,12 @@ from scripted_server import Reply, ScriptedServer, completion
 from sole_r1_ros.backends.http_client import RetryPolicy, parse_retry_after
 from sole_r1_ros.backends.openai_server import OpenAIServerBackend, api_base_url
 from sole_r1_ros.backends.registry import load_backend
-from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
+from sole_r1_ros.core.protocol import load_protocol
 from sole_r1_ros.core.scorer import ProgressScorer
 from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.errors import ConfigError, InferenceError, ModelLoadError
 from sole_r1_ros.pipeline.result import RewardResult
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
 
 ROLES = ("external", "wrist")

@@ -14,7 +14,8 @@ from PIL import Image
 from sole_r1_ros.backends.registry import load_backend
 from sole_r1_ros.backends.static_cache import PROMPT_BUCKET, StaticCacheBackend, pad_to_bucket
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
-from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
+from sole_r1_ros.core.protocol import load_protocol
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
 
 # goals and previous percents of different lengths: the prompts span several token counts

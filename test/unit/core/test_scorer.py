@@ -14,9 +14,10 @@ from PIL import Image
 
 from scripted_model import ScriptedModel
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
-from sole_r1_ros.core.protocol import GenerationSettings, load_protocol
+from sole_r1_ros.core.protocol import load_protocol
 from sole_r1_ros.core.scorer import Episode, GoalError, ProgressScorer, validate_goal
 from sole_r1_ros.errors import InferenceError, ModelLoadError
+from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
 
 ROLES = ("external", "wrist")
