@@ -82,7 +82,13 @@ def main(argv=None) -> int:
             statuses[status] = statuses.get(status, 0) + 1
 
     listener.create_subscription(String, "/sole_r1_reward/estimate", on_estimate, 50)
-    spin = threading.Thread(target=rclpy.spin, args=(listener,), daemon=True)
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor()
+    executor.add_node(listener)
+    # stopped and joined before rclpy shuts down: a spin thread still in its wait set at
+    # interpreter exit aborts the process ("terminate called without an active exception")
+    spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
 
     node = subprocess.Popen(node_cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -114,6 +120,8 @@ def main(argv=None) -> int:
             node.kill()
         pub.terminate()
         pub_out = pub.communicate(timeout=30)[0]
+        executor.shutdown(timeout_sec=5)
+        spin.join(timeout=5)
         listener.destroy_node()
         rclpy.try_shutdown()
     measured = [(t, r) for t, r in trace if t >= args.warmup]
