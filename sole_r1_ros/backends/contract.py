@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
@@ -42,6 +42,10 @@ class BatchTimings:
 
 class VisionLanguageModel(abc.ABC):
     """A model that answers chat conversations about one image each."""
+
+    # True: the model runs in this process (one generate call at a time, loaded with transformers);
+    # False: it is served elsewhere and takes concurrent calls
+    in_process: ClassVar[bool] = True
 
     @abc.abstractmethod
     def generate(

@@ -91,6 +91,8 @@ def local_special_texts(path: str) -> tuple[str, ...]:
 class OpenAIServerBackend(VisionLanguageModel):
     """Answers through an OpenAI-compatible chat-completions server."""
 
+    in_process = False  # served elsewhere: concurrent calls, nothing of transformers loaded here
+
     def __init__(self, options: ModelSettings) -> None:
         if not options.url:
             raise ConfigError("model.backend 'server' needs model.url (e.g. http://127.0.0.1:8000)")

@@ -19,6 +19,10 @@ BACKENDS: dict[str, str] = {
 
 
 class BackendFactory(Protocol):
+    """A backend class: built from the model settings."""
+
+    in_process: bool
+
     def __call__(self, settings: ModelSettings) -> VisionLanguageModel: ...
 
 

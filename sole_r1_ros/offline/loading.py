@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sole_r1_ros.backends.registry import backend_class
 from sole_r1_ros.core.scorer import ProgressScorer, build_scorer
 from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings
 
@@ -40,7 +41,7 @@ def transformers_quiet(quiet: bool = True) -> Iterator[None]:
 def load_scorer(model: ModelSettings, decoding: DecodingSettings, *, quiet: bool = False) -> ProgressScorer:
     """:func:`~sole_r1_ros.core.scorer.build_scorer`, quietly when ``quiet`` (the server backend
     never imports transformers, so there is nothing to silence)."""
-    with transformers_quiet(quiet and model.backend == "transformers"):
+    with transformers_quiet(quiet and backend_class(model.backend).in_process):
         return build_scorer(model, decoding)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sole_r1_ros.backends.registry import backend_class
 from sole_r1_ros.core.scorer import ProgressScorer
 from sole_r1_ros.errors import ConfigError, SoleR1Error
 from sole_r1_ros.offline.bag_scoring import ScoringSettings, run
@@ -99,7 +100,7 @@ def score_bags(
 ) -> list[BagJob]:
     """Score every job's bag, ``concurrency`` at a time, with one shared scorer; returns the jobs
     with their status. ``KeyboardInterrupt`` is re-raised after every run has stopped."""
-    if concurrency > 1 and settings.model.backend == "transformers":
+    if concurrency > 1 and backend_class(settings.model.backend).in_process:
         raise ConfigError("--jobs > 1 needs --backend server: the in-process model answers one call at a time")
     loaded: ProgressScorer = load_scorer(settings.model, settings.decoding, quiet=quiet)
     stop = threading.Event()

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -256,25 +256,38 @@ class RewardWorker:
         """Notice (once, with one log line) when frame stamps and the node clock disagree far beyond
         ``max_frame_age``: every frame would be stale, e.g. a bag replayed without sim time."""
         offset_ns = received_ns - stamp_ns
-        stats = self.stats
-        stats.clock_offset_s[role] = offset_ns / 1e9
-        if abs(offset_ns) > self._mismatch_ns:
-            if not stats.clock_mismatch:
-                side = "behind" if offset_ns > 0 else "ahead of"
-                stats.clock_mismatch = (
-                    f"camera '{role}' stamps are {abs(offset_ns) / 1e9:.0f} s {side} the node clock "
-                    f"(max_frame_age {self.config.max_frame_age_s:g} s): every frame is stale. A bag replayed "
-                    "without sim time? Play it with --clock and set use_sim_time:=true")
-                LOG.error("clock mismatch: %s", stats.clock_mismatch)
-        elif stats.clock_mismatch and all(abs(v) * 1e9 <= self._mismatch_ns for v in stats.clock_offset_s.values()):
-            stats.clock_mismatch = ""
-            LOG.info("clock mismatch over: frame stamps agree with the node clock again")
+        started = ended = ""
+        with self._lock:  # diagnostics read these from another thread
+            stats = self.stats
+            stats.clock_offset_s[role] = offset_ns / 1e9
+            if abs(offset_ns) > self._mismatch_ns:
+                if not stats.clock_mismatch:
+                    side = "behind" if offset_ns > 0 else "ahead of"
+                    stats.clock_mismatch = started = (
+                        f"camera '{role}' stamps are {abs(offset_ns) / 1e9:.0f} s {side} the node clock "
+                        f"(max_frame_age {self.config.max_frame_age_s:g} s): every frame is stale. A bag replayed "
+                        "without sim time? Play it with --clock and set use_sim_time:=true")
+            elif stats.clock_mismatch and all(abs(v) * 1e9 <= self._mismatch_ns
+                                              for v in stats.clock_offset_s.values()):
+                stats.clock_mismatch = ""
+                ended = "clock mismatch over: frame stamps agree with the node clock again"
+        if started:
+            LOG.error("clock mismatch: %s", started)
+        if ended:
+            LOG.info(ended)
 
     def reject_frame(self, role: str, reason: str, detail: str) -> None:
         """Count a message that could not even be stored (e.g. unreadable header)."""
         with self._lock:
             self.stats.decode_errors[reason] += 1
             self.stats.last_failure = f"decode_error:{role}: {detail}"
+
+    def stats_snapshot(self) -> WorkerStats:
+        """A copy of the counters, taken under the lock (the inference thread keeps writing them)."""
+        with self._lock:
+            s = self.stats
+            return replace(s, selection_failures=dict(s.selection_failures), decode_errors=dict(s.decode_errors),
+                           clock_offset_s=dict(s.clock_offset_s))
 
     def queue_depth(self) -> int:
         """Requests waiting (request mode)."""
@@ -410,8 +423,7 @@ class RewardWorker:
             result = self._score(job, slot)
         except Exception as err:
             LOG.exception("inference step failed")
-            result = RewardResult(status=EstimateStatus.ERROR, detail=f"internal error: {type(err).__name__}: {err}",
-                                  request_id=job.request_id)
+            result = self._fail(job, EstimateStatus.ERROR, f"internal error: {type(err).__name__}: {err}", slot)
         finally:
             with self._lock:
                 self.stats.busy = False

@@ -285,7 +285,7 @@ class RewardNode(Node):
         """Every diagnostic status, as plain data."""
         now_ns = self.get_clock().now().nanoseconds
         wall = time.monotonic()
-        stats = self.worker.stats
+        stats = self.worker.stats_snapshot()
         max_age_ns = int(self.worker.config.max_frame_age_s * 1e9)
         goal, episode = self.worker.goal, self.worker.episode_id
         cameras = self.selector.stats()
@@ -310,11 +310,19 @@ class RewardNode(Node):
     def _publish_diagnostics(self) -> None:
         for key, held in self._throttle.overdue(time.monotonic()):
             self.get_logger().warning(f"{key}: {held} more like it since the last line")
+        if not self.context.ok():
+            return
+        try:  # built outside the lock, so the inference thread's publishing never waits for it
+            array = to_array(self, self.health(), str(self.model_info.get("device", "")))
+        except Exception:
+            if self.context.ok():
+                raise
+            return  # a signal shut the context down while the graph was queried
         with self._publish_lock:
             if self._closed or not self.context.ok():
                 return
             try:
-                self.pub_diagnostics.publish(to_array(self, self.health(), str(self.model_info.get("device", ""))))
+                self.pub_diagnostics.publish(array)
             except Exception:
                 if self.context.ok():
                     raise
