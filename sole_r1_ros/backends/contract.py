@@ -10,7 +10,7 @@ answer are raised as :class:`~sole_r1_ros.errors.InferenceError`, failures to lo
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,6 +38,21 @@ class BatchTimings:
     processor_s: float = 0.0
     model_s: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+
+
+def special_text_order(specials: Iterable[str]) -> tuple[str, ...]:
+    """The strings a goal must not form, longest first (so a longer one is split before a part of it)."""
+    return tuple(sorted({t for t in specials if len(t) > 1}, key=lambda t: (-len(t), t)))
+
+
+def split_special_texts(text: str, ordered_specials: Sequence[str]) -> str:
+    """Split every such string in ``text`` with a zero-width space after its first character, so
+    that user text (the goal) stays plain text and cannot form a special token; ``ordered_specials``
+    as :func:`special_text_order` gives them."""
+    for token in ordered_specials:
+        if token in text:
+            text = text.replace(token, token[0] + "\u200b" + token[1:])
+    return text
 
 
 class VisionLanguageModel(abc.ABC):
@@ -79,4 +94,6 @@ __all__ = [
     "InferenceError",
     "ModelLoadError",
     "VisionLanguageModel",
+    "special_text_order",
+    "split_special_texts",
 ]

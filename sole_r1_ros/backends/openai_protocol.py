@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sole_r1_ros.backends.contract import Conversation, Generation
+from sole_r1_ros.backends.contract import Conversation, Generation, special_text_order, split_special_texts
 from sole_r1_ros.errors import InferenceError
 from sole_r1_ros.settings.generation import GenerationSettings
 
@@ -183,10 +183,7 @@ def generation_from_reply(payload: object) -> tuple[Generation, str | None]:
 def escape_special_texts(text: str, specials: Iterable[str]) -> str:
     """Split every special string in ``text`` with a zero-width space after its first character,
     longest first: the in-process backend's escaping, with a fixed list instead of a tokenizer."""
-    for token in sorted({t for t in specials if len(t) > 1}, key=lambda t: (-len(t), t)):
-        if token in text:
-            text = text.replace(token, token[0] + "\u200b" + token[1:])
-    return text
+    return split_special_texts(text, special_text_order(specials))
 
 
 __all__ = [

@@ -27,12 +27,18 @@ from typing import Any
 
 from PIL import Image
 
-from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
+from sole_r1_ros.backends.contract import (
+    BatchTimings,
+    Conversation,
+    Generation,
+    VisionLanguageModel,
+    special_text_order,
+    split_special_texts,
+)
 from sole_r1_ros.backends.http_client import HttpError, JsonHttpClient, RetryPolicy
 from sole_r1_ros.backends.openai_protocol import (
     QWEN_VL_SPECIAL_TEXTS,
     chat_messages,
-    escape_special_texts,
     generation_from_reply,
     png_data_url,
     request_body,
@@ -112,7 +118,7 @@ class OpenAIServerBackend(VisionLanguageModel):
             )
         except (ValueError, OSError) as err:
             raise ModelLoadError(self._scrub(f"model.url '{self.base_url}': {err}")) from err
-        self._specials = tuple(QWEN_VL_SPECIAL_TEXTS) + local_special_texts(options.path)
+        self._specials = special_text_order(QWEN_VL_SPECIAL_TEXTS + local_special_texts(options.path))
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -216,12 +222,13 @@ class OpenAIServerBackend(VisionLanguageModel):
                 "failures": self.failures,
                 "last_latency_s": round(self.last_latency_s, 4),
                 **({"last_failure": self.last_failure} if self.last_failure else {}),
+                **({"served": dict(self.server_info)} if self.server_info else {}),
             }
 
     def escape_special_text(self, text: str) -> str:
         """Keep the goal from forming the Qwen-VL special tokens or the protocol's tags (the fixed
         list, plus the added tokens of ``model.path``'s tokenizer.json when there is one)."""
-        return escape_special_texts(text, self._specials)
+        return split_special_texts(text, self._specials)
 
     def generate(
         self,

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
+from sole_r1_ros.backends.contract import (
+    BatchTimings,
+    Conversation,
+    Generation,
+    VisionLanguageModel,
+    special_text_order,
+    split_special_texts,
+)
 from sole_r1_ros.errors import InferenceError, ModelLoadError
 from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import ModelSettings
@@ -159,7 +166,7 @@ class TransformersBackend(VisionLanguageModel):
         self._cancel = threading.Event()
         tokenizer = self.processor.tokenizer
         added = set(getattr(tokenizer, "all_special_tokens", [])) | set(tokenizer.get_added_vocab())
-        self._added_tokens = sorted((t for t in added if len(t) > 1), key=len, reverse=True)
+        self._added_tokens = special_text_order(added)
         self.dtype = str(self.model.dtype).replace("torch.", "")
         self.parameters = sum(p.numel() for p in self.model.parameters())
 
@@ -177,10 +184,7 @@ class TransformersBackend(VisionLanguageModel):
         """Make user text (the goal) unable to form the tokenizer's added/special tokens, so a goal
         containing e.g. ``<|im_end|>`` or ``</answer>`` stays plain text and cannot break the prompt.
         A zero-width space after the first character splits each such string."""
-        for token in self._added_tokens:
-            if token in text:
-                text = text.replace(token, token[0] + "\u200b" + token[1:])
-        return text
+        return split_special_texts(text, self._added_tokens)
 
     def prompt_text(self, messages: list[dict[str, Any]]) -> str:
         """The exact prompt string the model sees (the checkpoint's own chat template)."""
