@@ -55,6 +55,12 @@ def split_special_texts(text: str, ordered_specials: Sequence[str]) -> str:
     return text
 
 
+def check_batch(conversations: Sequence[Conversation], images: Sequence[Image.Image]) -> None:
+    """Raise ``ValueError`` unless there is one image per conversation and at least one of each."""
+    if len(conversations) != len(images) or not conversations:
+        raise ValueError("need one image per conversation and at least one conversation")
+
+
 class VisionLanguageModel(abc.ABC):
     """A model that answers chat conversations about one image each."""
 
@@ -94,6 +100,7 @@ __all__ = [
     "InferenceError",
     "ModelLoadError",
     "VisionLanguageModel",
+    "check_batch",
     "special_text_order",
     "split_special_texts",
 ]

@@ -32,6 +32,7 @@ from sole_r1_ros.backends.contract import (
     Conversation,
     Generation,
     VisionLanguageModel,
+    check_batch,
     special_text_order,
     split_special_texts,
 )
@@ -238,8 +239,7 @@ class OpenAIServerBackend(VisionLanguageModel):
         timings: BatchTimings | None = None,
     ) -> list[Generation]:
         """One request per (conversation, image) pair, sent concurrently (``max_concurrency``)."""
-        if len(conversations) != len(images) or not conversations:
-            raise ValueError("need one image per conversation and at least one conversation")
+        check_batch(conversations, images)
         timings = timings if timings is not None else BatchTimings()
         t0 = time.perf_counter()
         bodies = [

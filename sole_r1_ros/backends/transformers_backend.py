@@ -22,6 +22,7 @@ from sole_r1_ros.backends.contract import (
     Conversation,
     Generation,
     VisionLanguageModel,
+    check_batch,
     special_text_order,
     split_special_texts,
 )
@@ -199,8 +200,7 @@ class TransformersBackend(VisionLanguageModel):
         timings: BatchTimings | None = None,
     ) -> list[Generation]:
         """Generate one reply per (conversation, image) pair in a single batched forward pass."""
-        if len(conversations) != len(images) or not conversations:
-            raise ValueError("need one image per conversation and at least one conversation")
+        check_batch(conversations, images)
         torch = self._torch
         timings = timings if timings is not None else BatchTimings()
         t0 = time.perf_counter()
