@@ -23,7 +23,7 @@ DOMAIN = os.environ.get("BENCH_ROS_DOMAIN_ID", "159")
 
 # bench -> its smallest command-line options
 SMOKE: dict[str, list[str]] = {
-    "composite_micro": ["--cameras", "2", "--n", "2"],
+    "composite_micro": ["--cameras", "2", "--columns", "2", "3", "--n", "2"],
     "ingest_micro": ["--n", "50"],
     "ingest_bench": ["--smoke", "--domain", DOMAIN],
     "latency_bench": ["--steps", "1", "--cameras", "1", "--max-new-tokens", "8", "--domain", DOMAIN],
@@ -31,6 +31,7 @@ SMOKE: dict[str, list[str]] = {
                      "--domain", DOMAIN],
     "patch_embed_micro": ["--n", "1"],
     "gpu_sole_r1_8b": ["--tiny", "--batch", "1", "--new-tokens", "4", "--static-compile", "off"],
+    "gpu_scorer_8b": ["--tiny"],
     "on_policy_data": ["--episodes", "1", "--workers", "1"],
     "sft_step": ["--steps", "1", "--episodes", "1", "--batch-size", "1"],
     "training_data_memory": ["--episodes", "2", "--workers", "1"],
