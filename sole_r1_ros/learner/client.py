@@ -19,7 +19,6 @@ a later frame became the node's step 0) is ``EPISODE_CHANGED``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import threading
 import uuid
@@ -28,6 +27,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from sole_r1_ros.core.status import EstimateStatus, parse_status_text
 
 
 class Outcome(str, Enum):
@@ -278,9 +279,8 @@ class RewardClient:
             return self._answer(data, outcome, p.episode, p.index, p.stamp_ns, p.sent_ns, now, final=False,
                                 detail=f"after the final outcome {p.final.outcome.value}")
         ep = self._episodes[p.episode]
-        status = str(data.get("status") or "")
-        kind = status.partition(":")[0]
-        if self._frame_not_there_yet(p, ep, data, kind):
+        status, role = _parsed_status(data.get("status"))
+        if self._frame_not_there_yet(p, ep, data, status, role):
             p.retries += 1
             p.answers -= 1
             p.due_ns = now + int(self.settings.retry_delay_s * 1e9)
@@ -290,10 +290,9 @@ class RewardClient:
         step = data.get("step")
         outcome = Outcome.OK
         detail = str(data.get("detail") or "")
-        progress_ok = kind in ("ok", "first_frame", "parse_failed")
-        if kind == "queue_overflow":
+        if status is EstimateStatus.QUEUE_OVERFLOW:
             outcome = Outcome.QUEUE_OVERFLOW
-        elif not progress_ok:
+        elif status is None or not status.has_progress:
             outcome = Outcome.NODE_FAILURE
         elif node_episode in self._bound_ids and self._bound_ids[node_episode] != p.episode:
             outcome = Outcome.EPISODE_CHANGED
@@ -314,7 +313,7 @@ class RewardClient:
         if outcome is Outcome.OK and (stamp is None or abs(int(stamp) - p.stamp_ns) > self.settings.stamp_tolerance_ns):
             outcome = Outcome.WRONG_FRAME
             detail = f"scored frame {stamp}, requested {p.stamp_ns}"
-        if outcome is Outcome.OK and kind == "parse_failed" and not self.settings.accept_parse_failed:
+        if outcome is Outcome.OK and status is EstimateStatus.PARSE_FAILED and not self.settings.accept_parse_failed:
             outcome = Outcome.PARSE_FAILED
         if outcome is Outcome.OK and not ep.node_episode_id:
             ep.node_episode_id = node_episode
@@ -326,15 +325,21 @@ class RewardClient:
         p.final = answer
         return answer
 
-    def _frame_not_there_yet(self, p: _Pending, ep: _EpisodeState, data: dict[str, Any], kind: str) -> bool:
+    def _frame_not_there_yet(self, p: _Pending, ep: _EpisodeState, data: dict[str, Any],
+                             status: EstimateStatus | None, role: str | None) -> bool:
         """A failure meaning the requested frame had not reached the node, for the episode's newest
-        request (resending an older one would reorder the node's steps)."""
-        if p.retries >= self.settings.max_retries or kind not in ("not_aligned", "view_missing", "no_frames"):
+        request (resending an older one would reorder the node's steps). For ``not_aligned`` the
+        estimate's ``views`` holds the camera's newest stamp: only one older than the request
+        means the frame may still come."""
+        if p.retries >= self.settings.max_retries or status not in _FRAME_NOT_THERE_YET:
             return False
         if p.episode != self._episode or p.index != ep.next_index - 1:
             return False
-        newest = _newest_stamp(str(data.get("detail") or ""))
-        return kind != "not_aligned" or (newest is not None and newest < p.stamp_ns)
+        if status is not EstimateStatus.NOT_ALIGNED:
+            return True
+        views = data.get("views")
+        newest = views.get(role) if isinstance(views, dict) and role else None
+        return isinstance(newest, int) and newest < p.stamp_ns
 
     @staticmethod
     def _answer(data: dict[str, Any], outcome: Outcome, episode: int, index: int, stamp: int | None,
@@ -375,11 +380,15 @@ class RewardClient:
             del self._pending[request_id]
 
 
-def _newest_stamp(detail: str) -> int | None:
-    """The ``newest stamp N`` the node names in a not_aligned detail, if any."""
-    _, found, rest = detail.partition("newest stamp ")
-    digits = "".join(itertools.takewhile(str.isdigit, rest))
-    return int(digits) if found and digits else None
+_FRAME_NOT_THERE_YET = frozenset({EstimateStatus.NOT_ALIGNED, EstimateStatus.VIEW_MISSING, EstimateStatus.NO_FRAMES})
+
+
+def _parsed_status(text: object) -> tuple[EstimateStatus | None, str | None]:
+    """An estimate's status and camera role; (None, None) for a status this client does not know."""
+    try:
+        return parse_status_text(str(text or ""))
+    except ValueError:
+        return None, None
 
 
 __all__ = ["ClientSettings", "Outcome", "RewardAnswer", "RewardClient"]

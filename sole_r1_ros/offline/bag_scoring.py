@@ -135,8 +135,7 @@ def run(plan: Plan, settings: ScoringSettings, partial: Path, *, quiet: bool = F
                 now[0] = m.log_time_ns
                 if m.topic == plan.goal_topic:
                     try:
-                        if m.msg.data.strip() != worker.goal:
-                            worker.set_goal(m.msg.data)
+                        worker.set_goal(m.msg.data)
                     except GoalError as err:
                         LOG.warning("goal at %d ignored: %s", m.log_time_ns, err)
                     continue

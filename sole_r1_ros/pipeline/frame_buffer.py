@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sole_r1_ros.core.status import EstimateStatus, status_text
+
 __all__ = [
     "CameraBuffer",
     "FrameSelector",
@@ -214,14 +216,16 @@ class Selection:
 
 @dataclass(frozen=True)
 class SelectionFailure:
-    """Why no aligned set could be selected; ``reason`` is e.g. ``"stale:wrist"``.
+    """Why no aligned set could be selected: ``status`` (``no_frames``, ``view_missing``,
+    ``not_aligned`` or ``stale``) and the camera ``role`` it is about, if one.
 
     ``stamp_ns`` is the reference frame the step was about (None when none was found: no frame,
     or none near a requested stamp) and ``views`` the stamp of each camera's frame that was
     looked at (the frame found, or the newest one of the camera that failed).
     """
 
-    reason: str
+    status: EstimateStatus
+    role: str | None
     detail: str = ""
     stamp_ns: int | None = None
     views: dict[str, int] = field(default_factory=dict)
@@ -229,15 +233,9 @@ class SelectionFailure:
     ok = False
 
     @property
-    def kind(self) -> str:
-        """The reason without its role suffix (``"stale"`` for ``"stale:wrist"``)."""
-        return self.reason.split(":", 1)[0]
-
-    @property
-    def role(self) -> str | None:
-        """The role named in ``reason``, if any."""
-        _, sep, role = self.reason.partition(":")
-        return role if sep else None
+    def reason(self) -> str:
+        """The wire form, e.g. ``"stale:wrist"``."""
+        return status_text(self.status, self.role)
 
 
 class FrameSelector:
@@ -310,7 +308,7 @@ class FrameSelector:
         newest = {role: f.stamp_ns for role, f in latest.items() if f is not None}
         ref_role = self.reference_role
         if not newest:
-            return SelectionFailure("no_frames", "no camera has buffered any frame")
+            return _no_frames()
         ref_buf = self._buffers[ref_role]
         ref = None
         if latest[ref_role] is not None:
@@ -318,8 +316,7 @@ class FrameSelector:
         about = ref.stamp_ns if ref is not None else None  # stamp_ns is always a real frame's
         for role in self._roles:
             if latest[role] is None:
-                return SelectionFailure(f"view_missing:{role}", f"camera '{role}' has no buffered frames",
-                                        about, newest)
+                return _with_frames(_view_missing(role), about, newest)
         if ref is None:
             return _with_frames(self._unaligned(ref_role, latest[ref_role], target_ns, tolerance_ns, max_age_ns,
                                                 now_ns), None, {ref_role: newest[ref_role]})
@@ -349,23 +346,34 @@ class FrameSelector:
         now_ns: int,
     ) -> SelectionFailure:
         if newest is None:
-            return SelectionFailure(f"view_missing:{role}", f"camera '{role}' has no buffered frames")
+            return _view_missing(role)
         if _is_stale(newest, max_age_ns, now_ns):
             return _stale(role, newest, max_age_ns, now_ns)
         return SelectionFailure(
-            f"not_aligned:{role}",
+            EstimateStatus.NOT_ALIGNED, role,
             f"camera '{role}' has no frame within {tolerance_ns} ns of {target_ns} "
             f"(newest stamp {newest.stamp_ns})",
         )
 
-    def stale_roles(self, now_ns: int, max_age_ns: int) -> list[str]:
-        """Roles whose newest frame is older than ``max_age_ns`` (or that have none)."""
-        out = []
-        for role in self._roles:
-            newest = self._buffers[role].peek_latest()
-            if newest is None or _is_stale(newest, max_age_ns, now_ns):
-                out.append(role)
-        return out
+    def reference_failure(self, *, max_age_ns: int, now_ns: int) -> SelectionFailure | None:
+        """Why no step can come due, if the reference camera is the cause: no camera has a frame,
+        the reference camera has none, or its newest frame is stale. None otherwise (another
+        camera missing or unaligned is for a step to report). ``views``: every camera's newest stamp."""
+        newest = self.newest_stamps()
+        ref_role = self.reference_role
+        ref = self._buffers[ref_role].peek_latest()
+        if not newest:
+            return _no_frames()
+        if ref is None:
+            return _with_frames(_view_missing(ref_role), None, newest)
+        if _is_stale(ref, max_age_ns, now_ns):
+            return _with_frames(_stale(ref_role, ref, max_age_ns, now_ns), ref.stamp_ns, newest)
+        return None
+
+    def newest_stamps(self) -> dict[str, int]:
+        """Each camera's newest buffered stamp (cameras with no frame left out)."""
+        latest = {role: buf.peek_latest() for role, buf in self._buffers.items()}
+        return {role: f.stamp_ns for role, f in latest.items() if f is not None}
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per-role :meth:`CameraBuffer.stats`."""
@@ -376,15 +384,23 @@ ViewAligner = FrameSelector
 
 
 def _with_frames(failure: SelectionFailure, stamp_ns: int | None, views: dict[str, int]) -> SelectionFailure:
-    return SelectionFailure(failure.reason, failure.detail, stamp_ns, views)
+    return SelectionFailure(failure.status, failure.role, failure.detail, stamp_ns, views)
 
 
 def _is_stale(frame: StampedFrame, max_age_ns: int | None, now_ns: int) -> bool:
     return max_age_ns is not None and now_ns - frame.stamp_ns > max_age_ns
 
 
+def _no_frames() -> SelectionFailure:
+    return SelectionFailure(EstimateStatus.NO_FRAMES, None, "no camera has buffered any frame")
+
+
+def _view_missing(role: str) -> SelectionFailure:
+    return SelectionFailure(EstimateStatus.VIEW_MISSING, role, f"camera '{role}' has no buffered frames")
+
+
 def _stale(role: str, frame: StampedFrame, max_age_ns: int | None, now_ns: int) -> SelectionFailure:
     return SelectionFailure(
-        f"stale:{role}",
+        EstimateStatus.STALE, role,
         f"camera '{role}' frame stamp {frame.stamp_ns} is {now_ns - frame.stamp_ns} ns old (max {max_age_ns})",
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from sole_r1_ros.core.status import EstimateStatus, parse_status_text
+from sole_r1_ros.core.status import EstimateStatus, status_text
 from sole_r1_ros.pipeline.worker import WorkerStats
 
 GOAL_REJECTION_WARN_S = 10.0  # a rejected goal keeps the goal status WARN this long
@@ -48,12 +48,8 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
-def outcome_level(status_text: str) -> Level:
-    """The level of the last result's ``status`` (wire form, e.g. ``stale:wrist``)."""
-    try:
-        status, _ = parse_status_text(status_text)
-    except ValueError:
-        return Level.WARN
+def outcome_level(status: EstimateStatus) -> Level:
+    """The level of the last result's status."""
     if status in (EstimateStatus.OK, EstimateStatus.FIRST_FRAME):
         return Level.OK
     if status is EstimateStatus.ERROR:
@@ -72,7 +68,7 @@ def inference_health(stats: WorkerStats, *, goal: str, episode_id: str, queue_de
         "time_jumps": stats.time_jumps, "goals_rejected": stats.goals_rejected,
         "skipped_estimates_published": stats.skipped_published,
         "skipped_estimates_suppressed": stats.skipped_suppressed,
-        "last_outcome": stats.last_outcome or "<none>",
+        "last_outcome": status_text(stats.last_outcome, stats.last_outcome_role) if stats.last_outcome else "<none>",
         "last_failure": stats.last_failure or "<none>",
         **{f"selection_failures.{k}": v for k, v in stats.selection_failures.items()},
         **{f"decode_errors.{k}": v for k, v in stats.decode_errors.items()},
@@ -82,12 +78,13 @@ def inference_health(stats: WorkerStats, *, goal: str, episode_id: str, queue_de
         return Health("inference", Level.ERROR, _short(f"clock_mismatch: {stats.clock_mismatch}"), values)
     if not goal:
         return Health("inference", Level.WARN, "no_goal: publish one on `goal` or set the `goal` parameter", values)
-    if not stats.last_outcome:
+    if stats.last_outcome is None:
         if reference_frames == 0:
             return Health("inference", Level.STALE, "waiting for frames from the reference camera", values)
         return Health("inference", Level.STALE, "waiting for the first step", values)
     level = outcome_level(stats.last_outcome)
-    message = stats.last_outcome if level is Level.OK else f"{stats.last_outcome}: {stats.last_outcome_detail}"
+    outcome = status_text(stats.last_outcome, stats.last_outcome_role)
+    message = outcome if level is Level.OK else f"{outcome}: {stats.last_outcome_detail}"
     return Health("inference", level, _short(message), values)
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from sole_r1_ros.core.goal import GoalError, validate_goal
 from sole_r1_ros.core.reward import RewardMapper
 from sole_r1_ros.core.scorer import Episode, ProgressScorer
-from sole_r1_ros.core.status import EstimateStatus, parse_status_text
+from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.messages.image_codec import ImageDecodeError, decode_any
 from sole_r1_ros.messages.serialized import materialize
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector, Selection
@@ -101,7 +101,8 @@ class WorkerStats:
     last_goal_rejection_wall_s: float | None = None
     skipped_published: int = 0
     skipped_suppressed: int = 0
-    last_outcome: str = ""  # status text of the last result (scored or not), "" before any
+    last_outcome: EstimateStatus | None = None  # status of the last result (scored or not), None before any
+    last_outcome_role: str | None = None  # its camera, for a per-camera status
     last_outcome_detail: str = ""
     last_outcome_wall_s: float | None = None
     clock_offset_s: dict[str, float] = field(default_factory=dict)  # receive time - stamp, newest frame per camera
@@ -184,17 +185,21 @@ class RewardWorker:
         with self._lock:
             return self._slot.episode.episode_id if self._slot else ""
 
-    def set_goal(self, goal: object) -> str:
-        """Start a new episode for ``goal``; raises :class:`~sole_r1_ros.core.goal.GoalError`
-        (state unchanged) if invalid. The one place a goal is validated (``max_goal_chars``)."""
+    def set_goal(self, goal: object) -> bool:
+        """Start a new episode for ``goal``, unless it is the current goal again (a goal topic
+        republished, a latched goal met twice): True when an episode started. Raises
+        :class:`~sole_r1_ros.core.goal.GoalError` (state unchanged) if invalid. The one place a
+        goal is validated (``max_goal_chars``)."""
         try:
             text = validate_goal(goal, max_chars=self.config.max_goal_chars)
         except GoalError as err:
             self._goal_rejected(str(err))
             raise
         with self._lock:
+            if self._slot is not None and self._slot.episode.goal == text:
+                return False
             self._new_episode(text)
-        return text
+        return True
 
     def _goal_rejected(self, reason: str) -> None:
         with self._lock:
@@ -324,7 +329,7 @@ class RewardWorker:
     def emit(self, result: RewardResult) -> None:
         """Hand one result to the ``emit`` callback, noting it as the last outcome."""
         with self._lock:
-            self.stats.last_outcome = result.status_text
+            self.stats.last_outcome, self.stats.last_outcome_role = result.status, result.role
             self.stats.last_outcome_detail = result.detail
             self.stats.last_outcome_wall_s = self.wall_clock()
         self._emit(result)
@@ -360,38 +365,21 @@ class RewardWorker:
         """Nothing came due for a while: report why, if the reference camera is the cause (it has no
         frame or only a stale one) or there is no goal. A missing or unaligned other view is left
         to the steps themselves, which still come due and report it."""
-        ref = self.selector.reference_role
-        newest = self.selector.buffer(ref).peek_latest()
         if slot is None:
+            newest = self.selector.buffer(self.selector.reference_role).peek_latest()
             if newest is not None:
                 self._report_skipped(RewardResult(
                     status=EstimateStatus.NO_GOAL, detail="frames arrive but no goal has been set (publish one on "
                     "`goal` or set the `goal` parameter)", stamp_ns=newest.stamp_ns,
-                    view_stamps_ns=self._newest_stamps()))
+                    view_stamps_ns=self.selector.newest_stamps()))
             return
-        idle = f"nothing scored for {self.wall_clock() - self._last_job_wall_s:.1f} s: "
-        job = _Request(-1, "", rate=True)
-        if newest is None:
-            others = self._newest_stamps()
-            kind, role = (EstimateStatus.VIEW_MISSING, ref) if others else (EstimateStatus.NO_FRAMES, None)
-            detail = f"camera '{ref}' has no buffered frames" if others else "no camera has buffered any frame"
-            self._report_skipped(self._fail(job, kind, idle + detail, slot, role=role, views=others))
-            return
-        now, max_age_ns = self.clock(), int(self.config.max_frame_age_s * 1e9)
-        if now - newest.stamp_ns > max_age_ns:
-            detail = (f"camera '{ref}' newest frame stamp {newest.stamp_ns} is {now - newest.stamp_ns} ns old "
-                      f"(max {max_age_ns})")
-            self._report_skipped(self._fail(job, EstimateStatus.STALE, self._with_hint(EstimateStatus.STALE,
-                                            idle + detail), slot, role=ref, stamp_ns=newest.stamp_ns,
-                                            views=self._newest_stamps()))
-
-    def _newest_stamps(self) -> dict[str, int]:
-        out = {}
-        for role in self.selector.roles:
-            frame = self.selector.buffer(role).peek_latest()
-            if frame is not None:
-                out[role] = frame.stamp_ns
-        return out
+        failure = self.selector.reference_failure(max_age_ns=int(self.config.max_frame_age_s * 1e9),
+                                                  now_ns=self.clock())
+        if failure is not None:
+            idle = f"nothing scored for {self.wall_clock() - self._last_job_wall_s:.1f} s: "
+            self._report_skipped(self._fail(_Request(-1, "", rate=True), failure.status,
+                                            self._with_hint(failure.status, idle + failure.detail), slot,
+                                            role=failure.role, stamp_ns=failure.stamp_ns, views=failure.views))
 
     def _with_hint(self, kind: EstimateStatus, detail: str) -> str:
         mismatch = self.stats.clock_mismatch
@@ -470,11 +458,10 @@ class RewardWorker:
         )
         if not isinstance(selection, Selection):
             with self._lock:
-                self.stats.selection_failures[selection.kind] += 1
+                self.stats.selection_failures[selection.status.value] += 1
                 self.stats.last_failure = f"{selection.reason}: {selection.detail}"
-            kind, role = parse_status_text(selection.reason)
-            return self._fail(job, kind, self._with_hint(kind, selection.detail), slot, role=role,
-                              stamp_ns=selection.stamp_ns, views=selection.views)
+            return self._fail(job, selection.status, self._with_hint(selection.status, selection.detail), slot,
+                              role=selection.role, stamp_ns=selection.stamp_ns, views=selection.views)
         views: dict[str, np.ndarray] = {}
         for role, frame in selection.frames.items():
             try:

@@ -205,10 +205,8 @@ class RewardNode(Node):
     def _apply_goal(self, goal: object, *, source: str) -> bool:
         """Start an episode for a new goal (the worker validates it, once); a bad goal is logged
         and refused, never raised into the executor."""
-        if isinstance(goal, str) and goal.strip() and goal.strip() == self.worker.goal:
-            return True
         try:
-            text = self.worker.set_goal(goal)
+            started = self.worker.set_goal(goal)
         except GoalError as err:
             self._last_goal_error = str(err)
             kind = re.sub(r"\d+", "N", str(err))  # one throttle per kind of rejection
@@ -216,7 +214,8 @@ class RewardNode(Node):
             if held is not None:  # a flood of bad goals is counted in /diagnostics, not logged line by line
                 self.get_logger().warning(f"goal from {source} rejected: {err}{_held_note(held)}")
             return False
-        self.get_logger().info(f"goal from {source}: '{text}' (episode {self.worker.episode_id})")
+        if started:
+            self.get_logger().info(f"goal from {source}: '{self.worker.goal}' (episode {self.worker.episode_id})")
         return True
 
     def _on_goal_msg(self, msg: String) -> None:

@@ -32,10 +32,11 @@ class FakeNode:
     @staticmethod
     def estimate(request_id: str, stamp: int | None, *, status: str = "ok", episode: str = "E1",
                  step: int | None = 1, progress: float | None = 0.5, reward: float | None = 0.5,
-                 detail: str = "") -> str:
+                 detail: str = "", views: dict[str, int] | None = None) -> str:
         return json.dumps({"schema": "sole_r1_ros/estimate/1", "status": status, "detail": detail,
                            "request_id": request_id, "requested_stamp_ns": stamp, "stamp_ns": stamp,
-                           "episode_id": episode, "step": step, "progress": progress, "reward": reward})
+                           "views": views or {}, "episode_id": episode, "step": step, "progress": progress,
+                           "reward": reward})
 
 
 def _anchor(node: FakeNode, client: RewardClient, *, episode: str = "E1", goal: str = "reach") -> None:
@@ -240,7 +241,7 @@ def test_delayed_send_and_retry_of_a_frame_not_yet_there() -> None:
     assert node.requests == [(100, "c1:0:0")]
     detail = "camera 'wrist' has no frame within 0 ns of 100 (newest stamp 90)"
     retry = client.handle_estimate(node.estimate("c1:0:0", None, status="not_aligned:wrist", step=None,
-                                                 progress=None, detail=detail))
+                                                 progress=None, detail=detail, views={"wrist": 90}))
     assert retry is not None and retry.outcome is Outcome.RETRYING and not future.done()
     node.now = int(0.08e9)
     client.poll()
@@ -256,11 +257,11 @@ def test_no_retry_for_an_older_request_or_a_frame_that_is_gone() -> None:
     older = client.request(200)
     client.request(300)
     client.handle_estimate(node.estimate("c1:0:1", None, status="not_aligned:external", step=None, progress=None,
-                                         detail="no frame within 0 ns of 200 (newest stamp 150)"))
+                                         views={"external": 150}))
     assert older.result(timeout=0).outcome is Outcome.NODE_FAILURE  # a resend would reorder the node's steps
     newest = client.request(400)
     client.handle_estimate(node.estimate("c1:0:3", None, status="not_aligned:external", step=None, progress=None,
-                                         detail="no frame within 0 ns of 400 (newest stamp 900)"))
+                                         views={"external": 900}))
     assert newest.result(timeout=0).outcome is Outcome.NODE_FAILURE  # evicted, not late
 
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.pipeline.frame_buffer import (
     CameraBuffer,
     FrameSelector,
@@ -175,7 +176,7 @@ def test_no_frames() -> None:
     result = sel.select(None, tolerance_ns=10 * MS, max_age_ns=S, now_ns=0)
     assert isinstance(result, SelectionFailure)
     assert result.reason == "no_frames" and not result.ok
-    assert result.kind == "no_frames" and result.role is None
+    assert result.status is EstimateStatus.NO_FRAMES and result.role is None
 
 
 @pytest.mark.parametrize("present", ["external", "wrist"])
@@ -186,7 +187,7 @@ def test_view_missing(present: str) -> None:
     result = sel.select(None, tolerance_ns=10 * MS, max_age_ns=S, now_ns=1 * S)
     assert isinstance(result, SelectionFailure)
     assert result.reason == f"view_missing:{missing}"
-    assert result.kind == "view_missing" and result.role == missing
+    assert result.status is EstimateStatus.VIEW_MISSING and result.role == missing
     assert missing in result.detail
 
 
@@ -300,12 +301,24 @@ def test_reference_is_first_role_in_mapping() -> None:
     assert sel["external"] is sel.buffer("external")
 
 
-def test_stale_roles_and_stats() -> None:
+def test_reference_failure_names_only_the_reference_camera() -> None:
+    sel = FrameSelector.create(["external", "wrist", "top"], 4)
+    none_yet = sel.reference_failure(max_age_ns=S, now_ns=0)
+    assert none_yet is not None and none_yet.reason == "no_frames" and none_yet.views == {}
+    sel.push("wrist", 5 * S, "w", 5 * S)
+    missing = sel.reference_failure(max_age_ns=S, now_ns=5 * S)
+    assert missing is not None and missing.reason == "view_missing:external" and missing.views == {"wrist": 5 * S}
+    sel.push("external", 10 * S, "e", 10 * S)
+    assert sel.reference_failure(max_age_ns=S, now_ns=10 * S) is None  # 'top' missing is a step's to report
+    stale = sel.reference_failure(max_age_ns=S, now_ns=12 * S)
+    assert stale is not None and stale.reason == "stale:external" and stale.stamp_ns == 10 * S
+    assert stale.views == {"external": 10 * S, "wrist": 5 * S} and "is 2000000000 ns old" in stale.detail
+
+
+def test_stats() -> None:
     sel = FrameSelector.create(["external", "wrist", "top"], 4)
     sel.push("external", 10 * S, "e", 10 * S)
     sel.push("wrist", 5 * S, "w", 5 * S)
-    assert sel.stale_roles(now_ns=10 * S, max_age_ns=1 * S) == ["wrist", "top"]
-    assert sel.stale_roles(now_ns=10 * S, max_age_ns=10 * S) == ["top"]
     stats = sel.stats()
     assert set(stats) == {"external", "wrist", "top"}
     assert stats["external"]["received"] == 1
@@ -328,7 +341,7 @@ def test_select_never_raises_on_random_states() -> None:
         if isinstance(result, Selection):
             assert set(result.frames) == {"a", "b", "c"}
         else:
-            assert result.kind in {"no_frames", "view_missing", "stale", "not_aligned"}
+            assert result.status.value in {"no_frames", "view_missing", "stale", "not_aligned"}
 
 
 def test_selector_clear() -> None:
@@ -376,7 +389,7 @@ def test_thread_safety_smoke() -> None:
                 assert [f.stamp_ns for f in snap] == sorted(f.stamp_ns for f in snap)
                 assert len(snap) <= 8
                 sel.stats()
-                sel.stale_roles(0, S)
+                sel.reference_failure(max_age_ns=S, now_ns=0)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sole_r1_ros.core.status import EstimateStatus, parse_status_text
 from sole_r1_ros.pipeline.health import Level, camera_health, goal_health, inference_health, outcome_level
 from sole_r1_ros.pipeline.worker import WorkerStats
 
@@ -11,20 +12,24 @@ S = 1_000_000_000
 
 
 def stats(**fields) -> WorkerStats:
+    """Counters; ``last_outcome`` in its wire form (``stale:wrist``)."""
     s = WorkerStats()
     for key, value in fields.items():
-        setattr(s, key, value)
+        if key == "last_outcome":
+            s.last_outcome, s.last_outcome_role = parse_status_text(value)
+        else:
+            setattr(s, key, value)
     return s
 
 
 @pytest.mark.parametrize(("outcome", "level"), [
     ("ok", Level.OK), ("first_frame", Level.OK), ("parse_failed", Level.WARN), ("error", Level.ERROR),
-    ("stale:wrist", Level.WARN), ("not_aligned:wrist", Level.WARN), ("view_missing:wrist", Level.WARN),
-    ("no_frames", Level.WARN), ("decode_error:external", Level.WARN), ("queue_overflow", Level.WARN),
-    ("no_goal", Level.WARN), ("goal_rejected", Level.WARN), ("bogus", Level.WARN),
+    ("stale", Level.WARN), ("not_aligned", Level.WARN), ("view_missing", Level.WARN),
+    ("no_frames", Level.WARN), ("decode_error", Level.WARN), ("queue_overflow", Level.WARN),
+    ("no_goal", Level.WARN), ("goal_rejected", Level.WARN),
 ])
 def test_outcome_levels(outcome: str, level: Level) -> None:
-    assert outcome_level(outcome) is level
+    assert outcome_level(EstimateStatus(outcome)) is level
 
 
 def inference(**fields):

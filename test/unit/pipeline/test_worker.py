@@ -144,6 +144,16 @@ def test_invalid_goal_keeps_the_episode() -> None:
     assert rig.worker.reset() and rig.worker.episode_id != episode
 
 
+def test_the_same_goal_again_keeps_the_episode() -> None:
+    """A republished (or latched) goal is no new task: the episode and its progress go on."""
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
+    assert rig.worker.set_goal("stack the cups")
+    episode = rig.worker.episode_id
+    assert not rig.worker.set_goal("  stack the cups ")
+    assert rig.worker.episode_id == episode
+    assert rig.worker.set_goal("stack the plates") and rig.worker.episode_id != episode
+
+
 def test_goal_change_mid_inference_labels_the_old_episode() -> None:
     gate = threading.Event()
     model = ScriptedModel(default="<answer>40%</answer>", gate=gate)
@@ -248,7 +258,7 @@ def test_the_goal_length_limit_is_the_setting_checked_once() -> None:
     # the worker's second, fixed check: a long goal ended the node
     rig = Rig(ScriptedModel(default="<answer>5%</answer>"), max_goal_chars=3000)
     long_goal = "push the red block " * 100  # 1900 characters
-    assert rig.worker.set_goal(long_goal) == long_goal.strip()
+    assert rig.worker.set_goal(long_goal) and rig.worker.goal == long_goal.strip()
     rig.frame(0)
     assert rig.results[-1].status == "first_frame" and rig.results[-1].estimate.goal == long_goal.strip()
     with pytest.raises(GoalError, match="limit is 3000"):

@@ -14,6 +14,7 @@ from scripted_model import ScriptedModel
 from sole_r1_ros.core.goal import GoalError
 from sole_r1_ros.core.protocol import load_protocol
 from sole_r1_ros.core.scorer import ProgressScorer
+from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.messages.image_codec import encode_image
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector
 from sole_r1_ros.pipeline.result import RewardResult
@@ -72,7 +73,7 @@ def test_a_missing_view_publishes_its_reason_and_frame_once_per_period() -> None
     assert out[0]["progress"] is None and out[0]["goal"] == "g" and out[0]["episode_id"] == rig.worker.episode_id
     assert rig.worker.stats.selection_failures == {"view_missing": 20}
     assert rig.worker.stats.skipped_published == 2 and rig.worker.stats.skipped_suppressed == 18
-    assert rig.worker.stats.last_outcome == "view_missing:wrist"
+    assert (rig.worker.stats.last_outcome, rig.worker.stats.last_outcome_role) == (EstimateStatus.VIEW_MISSING, "wrist")
 
 
 def test_reasons_are_limited_separately_and_zero_period_publishes_every_one() -> None:
