@@ -12,7 +12,7 @@ callback that publishes. Scheduling:
 
 With ``live`` (the node), a rate-mode step that is not scored emits a failure result
 naming the reason and the frames it was about, at most one per reason per
-``skipped_estimate_period_s`` of wall time (:class:`SkipLimiter`); while nothing is due, the
+``skipped_estimate_period_s`` of wall time (:class:`PerKeyRateLimit`); while nothing is due, the
 thread checks every ``max(period + align_tolerance, skipped_estimate_period)`` s why (the
 reference camera silent or stale, no goal) and reports that the same way. A rejected goal is
 reported likewise, and frame stamps far from the node clock are named (one log line). Offline
@@ -37,6 +37,7 @@ from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.messages.image_codec import ImageDecodeError, decode_any
 from sole_r1_ros.messages.serialized import materialize
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector, Selection
+from sole_r1_ros.pipeline.rate_limit import PerKeyRateLimit
 from sole_r1_ros.pipeline.result import RewardResult
 from sole_r1_ros.pipeline.schedule import RateSchedule
 from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
@@ -54,26 +55,6 @@ class _Request:
     request_id: str
     rate: bool = False
     probe: bool = False  # rate mode, nothing due: find out why and report it
-
-
-class SkipLimiter:
-    """At most one report per key per ``period_s`` (wall time); counts what it held back."""
-
-    def __init__(self, period_s: float) -> None:
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-        self.suppressed = 0
-        self.allowed = 0
-
-    def allow(self, key: str, now_s: float) -> bool:
-        """True when a report for ``key`` may go out now (and records it)."""
-        last = self._last.get(key)
-        if last is not None and now_s - last < self.period_s:
-            self.suppressed += 1
-            return False
-        self._last[key] = now_s
-        self.allowed += 1
-        return True
 
 
 @dataclass
@@ -140,7 +121,7 @@ class RewardWorker:
         self.live = live
         self.wall_clock = wall_clock
         self.stats = WorkerStats()
-        self._skips = SkipLimiter(config.skipped_estimate_period_s)
+        self._skips = PerKeyRateLimit(config.skipped_estimate_period_s)
         self._want_composite = want_composite
         self._composite: object | None = None
         self._capture = False
@@ -339,7 +320,7 @@ class RewardWorker:
         if not self.live:
             return
         with self._lock:
-            allowed = self._skips.allow(result.status_text, self.wall_clock())
+            allowed = self._skips.take(result.status_text, self.wall_clock()) is not None
             self.stats.skipped_published = self._skips.allowed
             self.stats.skipped_suppressed = self._skips.suppressed
         if allowed:

@@ -13,7 +13,6 @@ handler only from Jazzy on): it shuts the context down at once, as SIGINT does.
 
 from __future__ import annotations
 
-import collections
 import functools
 import io
 import logging
@@ -53,6 +52,7 @@ from sole_r1_ros.messages.image_codec import stamp_to_ns
 from sole_r1_ros.messages.serialized import SerializedMessage, SerializedMessageError, header_stamp_ns
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector
 from sole_r1_ros.pipeline.health import Health, Level, camera_health, goal_health, inference_health
+from sole_r1_ros.pipeline.rate_limit import PerKeyRateLimit
 from sole_r1_ros.pipeline.result import RewardResult
 from sole_r1_ros.pipeline.worker import RewardWorker
 from sole_r1_ros.ros.diagnostics import SteadyTicker, to_array
@@ -72,36 +72,6 @@ LOG_THROTTLE_S = 2.0  # repeated warnings of one kind: at most one line per this
 JPEG_QUALITY = 95
 
 
-class LineThrottle:
-    """At most one log line per key per ``period_s``; says how many it held back."""
-
-    def __init__(self, period_s: float = LOG_THROTTLE_S) -> None:
-        self.period_s = period_s
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._held: collections.Counter[str] = collections.Counter()
-
-    def take(self, key: str, now_s: float) -> int | None:
-        """None: hold this line back; otherwise log it, with the returned count held back before it."""
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now_s - last < self.period_s:
-                self._held[key] += 1
-                return None
-            self._last[key] = now_s
-            return self._held.pop(key, 0)
-
-    def overdue(self, now_s: float) -> list[tuple[str, int]]:
-        """Keys with lines held back whose period has passed (a flood that ended): ``(key, count)``,
-        each returned once, so the count still reaches the log."""
-        with self._lock:
-            due = [(k, n) for k, n in self._held.items() if now_s - self._last.get(k, 0.0) >= self.period_s]
-            for key, _ in due:
-                del self._held[key]
-                self._last[key] = now_s
-            return due
-
-
 def _held_note(held: int) -> str:
     return f" (+{held} more like it since the last line)" if held else ""
 
@@ -114,7 +84,7 @@ class RewardNode(Node):
         self._last_goal_error = ""
         self._publish_lock = threading.Lock()
         self._closed = False
-        self._throttle = LineThrottle()
+        self._throttle = PerKeyRateLimit(LOG_THROTTLE_S)
         self._wall_last_frame: dict[str, float] = {}
         node = declare_group(self, NodeSettings)
         model = declare_group(self, ModelSettings)
