@@ -28,11 +28,10 @@ import numpy as np
 from PIL import Image
 
 from sole_r1_ros.core.goal import validate_goal
-from sole_r1_ros.core.scorer import Estimate, ProgressScorer, build_scorer
+from sole_r1_ros.core.scorer import Episode, Estimate, ProgressScorer, build_scorer
 from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.errors import SoleR1Error
 from sole_r1_ros.messages.video import iter_frames, subsample
-from sole_r1_ros.offline.model_wrappers import ImageTapModel
 from sole_r1_ros.offline.plot import ThumbnailSampler, plot
 from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS, PerStepSeedModel
 from sole_r1_ros.offline.video_report import AnnotatedVideoWriter, views_image
@@ -135,12 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown: list[Image.Image | None] = [None]  # the composite of the current step
     thumbnails = ThumbnailSampler()
 
-    def on_image(image: Image.Image) -> None:
+    def on_image(_episode: Episode, _stamp_ns: int, image: Image.Image) -> None:
         shown[0] = image
         thumbnails.add(image)
 
-    model = PerStepSeedModel(ImageTapModel(loaded.model, on_image))
-    scorer = ProgressScorer(model, loaded.protocol, generation=loaded.generation, from_zero=loaded.from_zero)
+    scorer = ProgressScorer(PerStepSeedModel(loaded.model), loaded.protocol, generation=loaded.generation,
+                            from_zero=loaded.from_zero)
+    scorer.composite_listeners.append(on_image)
     roles = ("external",) if args.wrist is None else ("external", "wrist")
     episode = scorer.new_episode(goal, roles)
     estimates: list[Estimate] = []

@@ -128,8 +128,9 @@ class ProgressScorer:
         self.protocol = protocol
         self.generation = generation or protocol.generation
         self.from_zero = from_zero
-        # called with (episode, stamp_ns, composite) for every step sent to the model, e.g. to show it live
-        self.composite_hook: Callable[[Episode, int, Image.Image], None] | None = None
+        # each called with (episode, stamp_ns, composite) for every step sent to the model: the
+        # node's ~/composite, offline thumbnails and video frames
+        self.composite_listeners: list[Callable[[Episode, int, Image.Image], None]] = []
 
     def new_episode(self, goal: str, roles: Sequence[str]) -> Episode:
         """A fresh episode (its first frame will be defined 0 %)."""
@@ -161,8 +162,8 @@ class ProgressScorer:
                 assert episode.previous is not None
                 columns.insert(1, episode.previous.tiles)
             image = to_model_image(grid_from_tiles(columns, episode.roles, layout), layout)
-            if self.composite_hook is not None:
-                self.composite_hook(episode, current.stamp_ns, image)
+            for listener in self.composite_listeners:
+                listener(episode, current.stamp_ns, image)
             prev = None if self.from_zero else episode.prev_percent
             goal = self.model.escape_special_text(episode.goal)
             conversation = self.protocol.templates.messages(goal, prev, n_views=len(episode.roles))

@@ -26,7 +26,6 @@ from sole_r1_ros.messages.bags import BagReader
 from sole_r1_ros.messages.image_codec import stamp_to_ns
 from sole_r1_ros.offline.journal import JournaledModel, fingerprint, open_journal
 from sole_r1_ros.offline.loading import load_scorer
-from sole_r1_ros.offline.model_wrappers import ImageTapModel
 from sole_r1_ros.offline.plan import Plan, ScoreBagError, plan_scoring
 from sole_r1_ros.offline.plot import ThumbnailSampler
 from sole_r1_ros.offline.seeding import OFFLINE_SEED, PerStepSeedModel
@@ -112,8 +111,9 @@ def run(plan: Plan, settings: ScoringSettings, partial: Path, *, quiet: bool = F
     model_info = backend.describe()
     sampler = ThumbnailSampler()
     journaled = JournaledModel(backend, journal, replies)
-    model = PerStepSeedModel(ImageTapModel(journaled, sampler.add))
-    scorer = ProgressScorer(model, loaded.protocol, generation=loaded.generation, from_zero=loaded.from_zero)
+    scorer = ProgressScorer(PerStepSeedModel(journaled), loaded.protocol, generation=loaded.generation,
+                            from_zero=loaded.from_zero)
+    scorer.composite_listeners.append(lambda _episode, _stamp_ns, image: sampler.add(image))
     selector = FrameSelector.create(list(plan.cameras), maxlen=worker_config.buffer_size,
                                     max_bytes=worker_config.buffer_max_mb << 20)
     results: list[RewardResult] = []

@@ -3,7 +3,7 @@ the rest of the :class:`~sole_r1_ros.backends.contract.VisionLanguageModel` cont
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
@@ -40,19 +40,4 @@ class DelegatingModel(VisionLanguageModel):
         self.inner.close()
 
 
-class ImageTapModel(DelegatingModel):
-    """Hands every composite the model is shown to ``on_image`` (plot thumbnails, video frames)."""
-
-    def __init__(self, inner: VisionLanguageModel, on_image: Callable[[Image.Image], None]) -> None:
-        super().__init__(inner)
-        self.on_image = on_image
-
-    def generate(self, conversations: Sequence[Conversation], images: Sequence[Image.Image],
-                 settings: GenerationSettings, timings: BatchTimings | None = None) -> list[Generation]:
-        """Show ``images`` to ``on_image``, then generate."""
-        for image in images:
-            self.on_image(image)
-        return self.inner.generate(conversations, images, settings, timings)
-
-
-__all__ = ["DelegatingModel", "ImageTapModel"]
+__all__ = ["DelegatingModel"]

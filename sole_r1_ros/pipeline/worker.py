@@ -126,7 +126,7 @@ class RewardWorker:
         self._composite: object | None = None
         self._capture = False
         if want_composite is not None:
-            scorer.composite_hook = self._keep_composite
+            scorer.composite_listeners.append(self._keep_composite)
         self._last_job_wall_s = wall_clock()
         self._last_probe_wall_s = self._last_job_wall_s
         self.clock_mismatch_s = max(CLOCK_MISMATCH_MIN_S, 10 * config.max_frame_age_s)
