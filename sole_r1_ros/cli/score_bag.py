@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from sole_r1_ros.errors import SoleR1Error
-from sole_r1_ros.offline.bag_scoring import ScoringSettings, run
+from sole_r1_ros.offline.bag_scoring import ScoringSettings
 from sole_r1_ros.offline.many_bags import BagJob, output_dirs, score_bags
-from sole_r1_ros.offline.outputs import commit, finish_commit, is_committed, write_outputs
-from sole_r1_ros.offline.plan import GOAL_RULE_TEXT, Plan, ScoreBagError, parse_camera_specs, plan_scoring
+from sole_r1_ros.offline.one_bag import partial_dir, score_into
+from sole_r1_ros.offline.plan import GOAL_RULE_TEXT, Plan, parse_camera_specs, plan_scoring
 from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS
 from sole_r1_ros.settings.cli import add_setting_arguments, settings_from_args
 from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings, RewardSettings, WorkerSettings
@@ -144,26 +144,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_many(args)
     args.bag = args.bag[0]
     out = Path(args.out)
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_dir(out)
     if out.exists() and not args.overwrite:
         print(f"error: '{out}' exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    committing = False
     try:
         settings = settings_from(args)
         plan = _plan(args.bag, args, settings)
-        scored = run(plan, settings, partial, quiet=args.quiet)
-        if not scored.rows:
-            raise ScoreBagError("no estimates were made (no aligned frames?)")
-        summary = write_outputs(scored, plan, settings, partial, storage=args.storage, with_plot=not args.no_plot)
-        committing = True
-        commit(partial, out)
+        scored, summary = score_into(plan, settings, out, storage=args.storage, with_plot=not args.no_plot,
+                                     quiet=args.quiet)
     except KeyboardInterrupt:
-        if not (committing and is_committed(partial, out)):
-            print(f"\ninterrupted: finished steps are kept in '{partial}'; re-run the same command to resume",
-                  file=sys.stderr)
-            return 130
-        finish_commit(out)  # the outputs were complete: finish as if uninterrupted
+        print(f"\ninterrupted: finished steps are kept in '{partial}'; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
     except (SoleR1Error, OSError) as err:
         if partial.exists() and not isinstance(err, OSError):
             shutil.rmtree(partial, ignore_errors=True)

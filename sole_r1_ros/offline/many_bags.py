@@ -1,6 +1,7 @@
 """Score many bags concurrently against one model (``score_bag BAG... --jobs N``).
 
-Each bag is an independent run (own plan, journal, outputs and commit, as for one bag) in its own
+Each bag is an independent run (:func:`~sole_r1_ros.offline.one_bag.score_into`: own plan, journal,
+outputs and commit, as for one bag) in its own
 thread; they share one loaded scorer, so with the server backend up to ``N`` episodes are in
 flight at the server at once (it batches them) and offline relabelling runs at the server's
 throughput. One progress bar covers all bags. Ctrl-C stops every run between messages, keeps
@@ -21,9 +22,9 @@ from typing import Any
 from sole_r1_ros.backends.registry import backend_class
 from sole_r1_ros.core.scorer import ProgressScorer
 from sole_r1_ros.errors import ConfigError, SoleR1Error
-from sole_r1_ros.offline.bag_scoring import ScoringSettings, run
+from sole_r1_ros.offline.bag_scoring import ScoringSettings
 from sole_r1_ros.offline.loading import load_scorer
-from sole_r1_ros.offline.outputs import commit, write_outputs
+from sole_r1_ros.offline.one_bag import partial_dir, score_into
 from sole_r1_ros.offline.plan import Plan, ScoreBagError
 
 
@@ -42,7 +43,7 @@ class BagJob:
     @property
     def partial(self) -> Path:
         """Where the run works until its outputs are complete."""
-        return self.out.with_name(self.out.name + ".partial")
+        return partial_dir(self.out)
 
 
 def output_dirs(bags: Sequence[Path], out: Path) -> list[Path]:
@@ -117,13 +118,10 @@ def score_bags(
             board.update()
 
         try:
-            plan = make_plan(job.bag)
-            scored = run(plan, settings, job.partial, quiet=True, loaded=loaded, stop=stop, on_progress=progress)
-            if not scored.rows:
-                raise ScoreBagError("no estimates were made (no aligned frames?)")
+            scored, job.summary = score_into(make_plan(job.bag), settings, job.out, storage=storage,
+                                             with_plot=with_plot, quiet=True, loaded=loaded, stop=stop,
+                                             on_progress=progress)
             job.estimates = len(scored.rows)
-            job.summary = write_outputs(scored, plan, settings, job.partial, storage=storage, with_plot=with_plot)
-            commit(job.partial, job.out)
             job.status = "done"
         except KeyboardInterrupt:
             job.status = "interrupted"

@@ -12,7 +12,7 @@ from bag_fixtures import T0, write_bag
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
 from sole_r1_ros.cli import score_bag
 from sole_r1_ros.messages.bags import BagReader
-from sole_r1_ros.offline import outputs
+from sole_r1_ros.offline import one_bag, outputs
 
 FAST = ["--greedy", "--max-new-tokens", "24", "--quiet"]
 
@@ -282,7 +282,7 @@ def test_interrupt_once_outputs_are_complete_exits_0(tmp_path: Path, monkeypatch
         outputs.os.replace(partial, target)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(score_bag, "commit", interrupted_after_rename)
+    monkeypatch.setattr(one_bag, "commit", interrupted_after_rename)
     out2 = tmp_path / "out2"
     assert score(bag, out2) == 0
     assert sorted(p.name for p in out2.iterdir()) == [
