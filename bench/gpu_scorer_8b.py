@@ -47,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -198,44 +197,23 @@ def start_server(model_dir: Path, device: str, flags: list[str]) -> tuple[subpro
     raise RuntimeError(f"transformers serve did not come up:\n{log_path.read_text()[-2000:]}")
 
 
-def run_episodes(url: str, n: int, steps: int, max_new_tokens: int, timeout_s: float) -> dict[str, Any]:
+def serve_episodes(url: str, n: int, steps: int, max_new_tokens: int, timeout_s: float) -> dict[str, Any]:
     """``n`` episodes in parallel threads through the server backend, ``steps`` scored steps each."""
+    from server_bench import run_episodes
     from sole_r1_ros.core.scorer import build_scorer
     from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings
 
     scorer = build_scorer(ModelSettings(backend="server", url=url, dialect="transformers", max_concurrency=n,
                                         timeout_s=timeout_s, retries=0),
                           DecodingSettings(greedy=True, max_new_tokens=max_new_tokens))
-    latencies: list[float] = []
-    tokens: list[int] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def episode(seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        ep = scorer.new_episode(GOAL, ROLES)
-        scorer.score(ep, 0, episode_views(rng, 0))
-        for k in range(1, steps + 1):
-            t0 = time.perf_counter()
-            e = scorer.score(ep, k, episode_views(rng, k))
-            with lock:
-                latencies.append(time.perf_counter() - t0)
-                tokens.append(e.new_tokens)
-                if e.status.value == "error":
-                    errors.append(str(e.error))
-
-    threads = [threading.Thread(target=episode, args=(i,)) for i in range(n)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    scorer.model.close()
-    ok = len(latencies) - len(errors)
-    return {"in_flight": n, "estimates": len(latencies), "errors": len(errors), "first_error": errors[:1],
-            "estimates_per_s": ok / wall, "latency_s_p50": pct(latencies, 50), "latency_s_p99": pct(latencies, 99),
-            "new_tokens_mean": statistics.mean(tokens) if tokens else 0.0, "wall_s": wall}
+    try:
+        latencies, tokens, errors, wall = run_episodes(scorer, ROLES, n, steps)
+    finally:
+        scorer.model.close()
+    return {"in_flight": n, "estimates": len(latencies), "errors": errors,
+            "estimates_per_s": (len(latencies) - errors) / wall, "latency_s_p50": pct(latencies, 50),
+            "latency_s_p99": pct(latencies, 99), "new_tokens_mean": statistics.mean(tokens) if tokens else 0.0,
+            "wall_s": wall}
 
 
 def part_serve(model_dir: Path, args: argparse.Namespace, device: str) -> list[dict[str, Any]]:
@@ -250,10 +228,11 @@ def part_serve(model_dir: Path, args: argparse.Namespace, device: str) -> list[d
     log(f"serve: up in {time.perf_counter() - t0:.1f} s at {url}")
     rows: list[dict[str, Any]] = []
     try:
-        run_episodes(url, 1, 1, args.max_new_tokens, args.timeout_s)  # warm-up
+        serve_episodes(url, 1, 1, args.max_new_tokens, args.timeout_s)  # warm-up
         base = None
         for n in args.concurrency:
-            row = {"part": "serve", **run_episodes(url, n, args.serve_steps, args.max_new_tokens, args.timeout_s)}
+            row = {"part": "serve", **serve_episodes(url, n, args.serve_steps, args.max_new_tokens,
+                                                       args.timeout_s)}
             base = base or row["estimates_per_s"]
             row["throughput_x_of_first"] = row["estimates_per_s"] / base if base else float("nan")
             log(json.dumps(row))

@@ -107,13 +107,13 @@ def part_throughput(url: str, concurrency: list[int], steps: int, max_new_tokens
     print("| in flight | estimates/s | latency p50 (s) | latency p99 (s) | new tokens/estimate | errors |")
     print("|---|---|---|---|---|---|")
     for n in concurrency:
-        latencies, tokens, errors, wall = _run_episodes(scorer, roles, n, steps)
+        latencies, tokens, errors, wall = run_episodes(scorer, roles, n, steps)
         print(f"| {n} | {len(latencies) / wall:.2f} | {pct(latencies, 50):.3f} | {pct(latencies, 99):.3f} | "
               f"{statistics.mean(tokens) if tokens else 0:.0f} | {errors} |", flush=True)
     scorer.model.close()
 
 
-def _run_episodes(scorer: object, roles: tuple[str, ...], n: int, steps: int) -> tuple[list[float], list[int], int,
+def run_episodes(scorer: object, roles: tuple[str, ...], n: int, steps: int) -> tuple[list[float], list[int], int,
                                                                                     float]:
     """``n`` episodes in parallel threads, ``steps`` scored steps each: latencies, tokens, errors, wall."""
     latencies: list[float] = []

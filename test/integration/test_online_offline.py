@@ -4,16 +4,13 @@ use_sim_time gives, with greedy decoding, the same estimates as ``score_bag``, s
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from ros_helpers import CONFIG, ManagedProcess, isolated_ros, reward_node_command, wait_until
+from bag_replay import replay_lockstep
+from ros_helpers import CONFIG, ManagedProcess, isolated_ros, reward_node_command
 from sole_r1_ros.cli import score_bag
-from sole_r1_ros.messages.bags import BagReader
-from sole_r1_ros.messages.image_codec import stamp_to_ns
 from sole_r1_tools.synth.bag_writer import write_episode_bag
 from sole_r1_tools.synth.episodes import generate_episode
 
@@ -32,27 +29,7 @@ COMPARED = ("step", "stamp_ns", "first_stamp_ns", "prev_stamp_ns", "views", "sta
             "prev_percent", "reward", "reasoning", "parse_status", "goal")
 
 
-def _ros_message(msg, msgtype: str):
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import CompressedImage, Image
-    from std_msgs.msg import Header, String
-
-    if msgtype == "std_msgs/msg/String":
-        return String(data=msg.data)
-    header = Header(
-        stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec), frame_id=msg.header.frame_id
-    )
-    if msgtype == "sensor_msgs/msg/Image":
-        return Image(header=header, height=msg.height, width=msg.width, encoding=msg.encoding,
-                     is_bigendian=msg.is_bigendian, step=msg.step, data=np.asarray(msg.data).tobytes())
-    return CompressedImage(header=header, format=msg.format, data=np.asarray(msg.data).tobytes())
-
-
 def test_replayed_bag_matches_score_bag(tmp_path: Path) -> None:
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
 
     episode = generate_episode("push", "success", seed=7, n_frames=36, fps=15.0)
     bag = write_episode_bag(episode, tmp_path / "bag", storage="mcap", image_format="raw")
@@ -75,47 +52,9 @@ def test_replayed_bag_matches_score_bag(tmp_path: Path) -> None:
                         "image_qos.depth": 50, **REWARD},
             )
             node = ManagedProcess("replay_node", argv, env=env, log_path=tmp_path / "node.log")
-            estimates = listener.subscribe("/replay/sole_r1_reward/estimate", String, 100)
-            latched = QoSProfile(
-                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-            )
-            clock_pub = listener.publisher("/clock", Clock, 10)
-            goal_pub = listener.publisher("/goal", String, latched)
-            image_pubs = {
-                t: listener.publisher(t, Image, 50) for t in ("/camera/external/image_raw", "/camera/wrist/image_raw")
-            }
-            node.wait_for_output(r"\bready: mode=", 120)
-            wait_until(lambda: all(p.get_subscription_count() >= 1 for p in (clock_pub, goal_pub, *image_pubs.values()))
-                       and estimates.matched() >= 1, 30, "the node to match the player")
-
-            def clock(t_ns: int) -> None:
-                msg = Clock()
-                msg.clock.sec, msg.clock.nanosec = divmod(t_ns, 1_000_000_000)
-                clock_pub.publish(msg)
-                time.sleep(0.01)  # the node takes /clock before the frames that follow it
-
-            with BagReader(bag) as reader:
-                topics = [t for t in reader.topics if t != "/ground_truth/progress"]
-                messages = list(reader.messages(topics))
-            roles_per_stamp = len(image_pubs)
-            seen: dict[int, int] = {}
-            for m in messages:
-                clock(m.log_time_ns)
-                if m.topic == "/goal":
-                    goal_pub.publish(_ros_message(m.msg, m.msgtype))
-                    node.wait_for_output(r"goal from topic", 30)
-                    continue
-                image_pubs[m.topic].publish(_ros_message(m.msg, m.msgtype))
-                stamp = stamp_to_ns(m.msg.header.stamp)
-                seen[stamp] = seen.get(stamp, 0) + 1
-                if stamp in scored and seen[stamp] == roles_per_stamp:  # lockstep: let the node finish this step
-                    # wait_until calls the lambdas before the loop moves on: this iteration's stamp is meant
-                    wait_until(lambda: any(json.loads(r.msg.data)["stamp_ns"] == stamp  # noqa: B023
-                                           for r in estimates.snapshot()),
-                               60, lambda: f"the node's estimate for stamp {stamp}\n{node.tail()}")  # noqa: B023
             # the live node also reports steps it could not score (a stalled replay); score_bag's
             # results are the scored steps only
-            online = [e for e in (json.loads(r.msg.data) for r in estimates.snapshot())
+            online = [e for e in replay_lockstep(listener, node, bag, "/replay/sole_r1_reward/estimate", scored)
                       if e["status"] in ("first_frame", "ok", "parse_failed")]
         finally:
             if node is not None:

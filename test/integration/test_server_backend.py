@@ -11,15 +11,14 @@ import importlib.util
 import json
 import os
 import socket
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
+from bag_replay import replay_lockstep
 from ros_helpers import (
     CONFIG,
     VENV_BIN,
@@ -32,8 +31,6 @@ from ros_helpers import (
 )
 from sole_r1_ros.backends.default_model import SHIPPED_MODEL_DIR
 from sole_r1_ros.cli import score_bag
-from sole_r1_ros.messages.bags import BagReader
-from sole_r1_ros.messages.image_codec import stamp_to_ns
 from sole_r1_tools.synth.bag_writer import write_episode_bag
 from sole_r1_tools.synth.episodes import generate_episode
 
@@ -147,27 +144,10 @@ def test_jobs_need_the_server_backend(bags: list[Path], tmp_path: Path, capsys: 
     assert "--jobs > 1 needs --backend server" in capsys.readouterr().err
 
 
-def _ros_message(msg: Any, msgtype: str) -> Any:
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import Header, String
-
-    if msgtype == "std_msgs/msg/String":
-        return String(data=msg.data)
-    header = Header(stamp=Time(sec=msg.header.stamp.sec, nanosec=msg.header.stamp.nanosec),
-                    frame_id=msg.header.frame_id)
-    return Image(header=header, height=msg.height, width=msg.width, encoding=msg.encoding,
-                 is_bigendian=msg.is_bigendian, step=msg.step, data=np.asarray(msg.data).tobytes())
-
-
 @pytest.mark.ros
 def test_live_node_over_the_server_equals_in_process(served: str, bags: list[Path], in_process: dict,
                                                       tmp_path: Path) -> None:
     """The bag replayed in lockstep (frames + /clock) into a node in server mode."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
 
     bag, offline = bags[0], in_process[(bags[0].name, "greedy")]
     scored = [row["stamp_ns"] for row in offline]
@@ -183,38 +163,10 @@ def test_live_node_over_the_server_equals_in_process(served: str, bags: list[Pat
                         "image_qos.depth": 50},
             )
             node = ManagedProcess("remote_node", argv, env=env, log_path=tmp_path / "node.log")
-            rec = listener.subscribe("/remote/sole_r1_reward/estimate", String, 100)
-            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            clock_pub = listener.publisher("/clock", Clock, 10)
-            goal_pub = listener.publisher("/goal", String, latched)
-            image_pubs = {t: listener.publisher(t, Image, 50)
-                          for t in ("/camera/external/image_raw", "/camera/wrist/image_raw")}
-            node.wait_for_output(r"\bready: mode=", 60)
-            wait_until(lambda: all(p.get_subscription_count() >= 1 for p in (clock_pub, goal_pub, *image_pubs.values()))
-                       and rec.matched() >= 1, 30, "the node to match the player")
-            with BagReader(bag) as reader:
-                messages = list(reader.messages([t for t in reader.topics if t != "/ground_truth/progress"]))
-            seen: dict[int, int] = {}
-            for m in messages:
-                msg = Clock()
-                msg.clock.sec, msg.clock.nanosec = divmod(m.log_time_ns, 1_000_000_000)
-                clock_pub.publish(msg)
-                time.sleep(0.01)
-                if m.topic == "/goal":
-                    goal_pub.publish(_ros_message(m.msg, m.msgtype))
-                    node.wait_for_output(r"goal from topic", 30)
-                    continue
-                image_pubs[m.topic].publish(_ros_message(m.msg, m.msgtype))
-                stamp = stamp_to_ns(m.msg.header.stamp)
-                seen[stamp] = seen.get(stamp, 0) + 1
-                if stamp in scored and seen[stamp] == len(image_pubs):
-                    wait_until(lambda: any(json.loads(r.msg.data)["stamp_ns"] == stamp  # noqa: B023
-                                           for r in rec.snapshot()),
-                               60, lambda: f"the estimate for stamp {stamp}\n{node.tail()}")  # noqa: B023
             # skipped rate-mode steps (not_aligned while a camera's frame is on its way) are reported
             # by the node but never scored: only the scored steps are compared
-            online = [e for e in (json.loads(r.msg.data) for r in rec.snapshot()) if e["status"] in SCORED]
+            online = [e for e in replay_lockstep(listener, node, bag, "/remote/sole_r1_reward/estimate", scored)
+                      if e["status"] in SCORED]
         finally:
             if node is not None:
                 node.stop()

@@ -6,14 +6,12 @@ import json
 import threading
 import time
 
-import numpy as np
 import pytest
-from sensor_msgs.msg import Image
 
+from image_messages import stamped_rgb
 from scripted_model import ScriptedModel
 from sole_r1_ros.core.protocol import load_protocol
 from sole_r1_ros.core.scorer import GoalError, ProgressScorer
-from sole_r1_ros.messages.image_codec import encode_image
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector
 from sole_r1_ros.pipeline.result import RewardResult
 from sole_r1_ros.pipeline.schedule import RateSchedule
@@ -22,12 +20,6 @@ from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
 
 MS = 1_000_000
 ROLES = ("external", "wrist")
-
-
-def image(stamp_ns: int, value: int = 100) -> Image:
-    msg = Image(**encode_image(np.full((48, 64, 3), value, dtype=np.uint8), "rgb8"))
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    return msg
 
 
 class Rig:
@@ -46,7 +38,7 @@ class Rig:
     def frame(self, stamp_ms: int, roles=ROLES, arrive_ms: int | None = None) -> int:
         self.now = (arrive_ms if arrive_ms is not None else stamp_ms) * MS
         for role in roles:
-            self.selector.push(role, stamp_ms * MS, image(stamp_ms * MS), self.now)
+            self.selector.push(role, stamp_ms * MS, stamped_rgb(stamp_ms * MS), self.now)
         return self.worker.run_pending()
 
 
@@ -124,7 +116,7 @@ def test_stale_camera_blocks_estimates_until_it_returns() -> None:
 def test_undecodable_frame_is_reported_not_raised() -> None:
     rig = Rig(ScriptedModel(default="<answer>5%</answer>"), roles=("external",))
     rig.worker.set_goal("g")
-    bad = image(0)
+    bad = stamped_rgb(0)
     bad.encoding = "yuv444"
     rig.selector.push("external", 0, bad, 0)
     rig.worker.run_pending()
@@ -169,7 +161,7 @@ def test_goal_change_mid_inference_labels_the_old_episode() -> None:
     try:
         for t in (0, 10):
             clock["now"] = t * MS
-            selector.push("external", t * MS, image(t * MS), t * MS)
+            selector.push("external", t * MS, stamped_rgb(t * MS), t * MS)
             worker.wake()
             time.sleep(0.05)
         assert model.started.wait(5)  # the second frame is with the model now
@@ -218,14 +210,14 @@ def test_time_jumping_back_starts_a_new_episode() -> None:
     rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
     rig.worker.set_goal("g")
     for t in (0, 100, 200, 3000):
-        rig.worker.push_frame("external", t * MS, image(t * MS), t * MS)
-        rig.worker.push_frame("wrist", t * MS, image(t * MS), t * MS)
+        rig.worker.push_frame("external", t * MS, stamped_rgb(t * MS), t * MS)
+        rig.worker.push_frame("wrist", t * MS, stamped_rgb(t * MS), t * MS)
         rig.now = t * MS
         rig.worker.run_pending()
     episode = rig.worker.episode_id
     rig.now = 10 * MS  # the bag loops: /clock and stamps restart at 0
     for role in ROLES:
-        rig.worker.push_frame(role, 0, image(0), rig.now)
+        rig.worker.push_frame(role, 0, stamped_rgb(0), rig.now)
     rig.worker.run_pending()
     assert rig.worker.episode_id != episode and rig.worker.stats.time_jumps == 1
     assert rig.results[-1].status == "first_frame" and rig.results[-1].estimate.stamp_ns == 0

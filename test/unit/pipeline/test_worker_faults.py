@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-from sensor_msgs.msg import Image
-
+from image_messages import stamped_rgb
 from scripted_model import ScriptedModel
 from sole_r1_ros.core.goal import GoalError
 from sole_r1_ros.core.protocol import load_protocol
 from sole_r1_ros.core.scorer import ProgressScorer
 from sole_r1_ros.core.status import EstimateStatus
-from sole_r1_ros.messages.image_codec import encode_image
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector
 from sole_r1_ros.pipeline.result import RewardResult
 from sole_r1_ros.pipeline.worker import RewardWorker
@@ -23,12 +20,6 @@ from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
 
 MS = 1_000_000
 ROLES = ("external", "wrist")
-
-
-def image(stamp_ns: int, value: int = 100) -> Image:
-    msg = Image(**encode_image(np.full((48, 64, 3), value, dtype=np.uint8), "rgb8"))
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    return msg
 
 
 class Rig:
@@ -51,7 +42,7 @@ class Rig:
     def frame(self, stamp_ms: int, roles=ROLES, arrive_ms: int | None = None) -> int:
         self.now = (arrive_ms if arrive_ms is not None else stamp_ms) * MS
         for role in roles:
-            self.worker.push_frame(role, stamp_ms * MS, image(stamp_ms * MS), self.now)
+            self.worker.push_frame(role, stamp_ms * MS, stamped_rgb(stamp_ms * MS), self.now)
         return self.worker.run_pending()
 
     def json(self) -> list[dict]:
@@ -143,7 +134,7 @@ def test_no_goal_with_frames_is_reported() -> None:
 def test_decode_errors_carry_their_frame() -> None:
     rig = Rig(ScriptedModel(default="<answer>5%</answer>"), roles=("external",))
     rig.worker.set_goal("g")
-    bad = image(70 * MS)
+    bad = stamped_rgb(70 * MS)
     bad.encoding = "yuv444"
     rig.worker.push_frame("external", 70 * MS, bad, 70 * MS)
     rig.now = 70 * MS
@@ -181,7 +172,7 @@ def test_stamps_far_from_the_clock_are_named_once(caplog) -> None:
         for k in range(5):
             rig.now = today + k * 100 * MS
             for role in ROLES:
-                rig.worker.push_frame(role, recorded + k * 100 * MS, image(recorded), rig.now)
+                rig.worker.push_frame(role, recorded + k * 100 * MS, stamped_rgb(recorded), rig.now)
             rig.worker.run_pending()
     lines = [r for r in caplog.records if "clock mismatch" in r.getMessage()]
     assert len(lines) == 1, [r.getMessage() for r in caplog.records]
@@ -191,7 +182,7 @@ def test_stamps_far_from_the_clock_are_named_once(caplog) -> None:
     assert stale["status"].startswith("stale:") and "clock mismatch" in stale["detail"]
     rig.now = recorded + 600 * MS  # sim time now: stamps and clock agree again
     for role in ROLES:
-        rig.worker.push_frame(role, recorded + 600 * MS, image(recorded), rig.now)
+        rig.worker.push_frame(role, recorded + 600 * MS, stamped_rgb(recorded), rig.now)
     assert rig.worker.stats.clock_mismatch == ""
 
 
