@@ -131,7 +131,10 @@ def main(args: list[str] | None = None) -> int:
         node.get_logger().error(str(err))
         code = 1
     finally:
-        executor.shutdown()
+        # stop and join the spin thread before rclpy shuts down: a thread still in its wait set
+        # when the interpreter exits aborts the process ("terminate called without an active exception")
+        executor.shutdown(timeout_sec=5)
+        spinner.join(timeout=5)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
