@@ -24,9 +24,13 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from sole_r1_ros.ros.launch_args import explicit_parameters
+
 
 def _node(context: LaunchContext) -> list[Node]:
     overrides = LaunchConfiguration("overrides").perform(context).split()
+    given = explicit_parameters(model_path=LaunchConfiguration("model_path").perform(context),
+                                use_sim_time=LaunchConfiguration("use_sim_time").perform(context))
     return [Node(
         package="sole_r1_ros",
         executable="reward_node",
@@ -37,7 +41,7 @@ def _node(context: LaunchContext) -> list[Node]:
         parameters=[
             LaunchConfiguration("params_file"),
             *overrides,
-            {"model.path": LaunchConfiguration("model_path"), "use_sim_time": LaunchConfiguration("use_sim_time")},
+            *([given] if given else []),  # only the arguments given: a params file's values stand otherwise
         ],
         remappings=[
             ("cameras/external/image_raw", LaunchConfiguration("external_topic")),
@@ -60,9 +64,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("overrides", default_value="",
                               description="space-separated params files applied after params_file (later wins)"),
         DeclareLaunchArgument("model_path", default_value="",
-                              description="checkpoint directory ('' = built-in default)"),
+                              description="checkpoint directory ('' = the params files' model.path)"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace for the node and its topics"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
+        DeclareLaunchArgument("use_sim_time", default_value="",
+                              description="true: use /clock (bag replay); '' = the params files' value"),
         DeclareLaunchArgument("external_topic", default_value="cameras/external/image_raw",
                               description="raw topic of the external (scene) camera"),
         DeclareLaunchArgument("wrist_topic", default_value="cameras/wrist/image_raw",
