@@ -21,6 +21,7 @@ class EstimateStatus(str, Enum):
     STALE = "stale"  # the newest frames are older than max_frame_age
     DECODE_ERROR = "decode_error"  # a frame could not be decoded
     GOAL_REJECTED = "goal_rejected"  # a new goal was refused (empty, too long, control characters): episode unchanged
+    REQUEST_REFUSED = "request_refused"  # a ~/request reached a node in rate mode: nothing was scored for it
 
     def __str__(self) -> str:
         return self.value

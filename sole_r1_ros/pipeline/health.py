@@ -58,14 +58,16 @@ def outcome_level(status: EstimateStatus) -> Level:
 
 
 def inference_health(stats: WorkerStats, *, goal: str, episode_id: str, queue_depth: int,
-                     reference_frames: int) -> Health:
-    """The inference status: the last outcome decides level and message."""
+                     reference_frames: int, running: bool = True) -> Health:
+    """The inference status: ERROR when the inference thread is not running, else the last
+    outcome decides level and message."""
     values: dict[str, Any] = {
         "goal": goal or "<none>", "episode_id": episode_id, "busy": stats.busy,
         "estimates": stats.estimates, "last_latency_s": f"{stats.last_latency_s:.3f}",
         "parse_failures": stats.parse_failures, "model_errors": stats.model_errors,
         "queue_depth": queue_depth, "queue_overflows": stats.queue_overflows,
         "time_jumps": stats.time_jumps, "goals_rejected": stats.goals_rejected,
+        "requests_refused": stats.requests_refused, "internal_errors": stats.internal_errors,
         "skipped_estimates_published": stats.skipped_published,
         "skipped_estimates_suppressed": stats.skipped_suppressed,
         "last_outcome": status_text(stats.last_outcome, stats.last_outcome_role) if stats.last_outcome else "<none>",
@@ -74,6 +76,10 @@ def inference_health(stats: WorkerStats, *, goal: str, episode_id: str, queue_de
         **{f"decode_errors.{k}": v for k, v in stats.decode_errors.items()},
         **{f"clock_offset_s.{k}": f"{v:.3f}" for k, v in stats.clock_offset_s.items()},
     }
+    if not running:
+        return Health("inference", Level.ERROR, _short("the inference thread is not running: nothing is scored"
+                                                       + (f" (last: {stats.last_failure})" if stats.last_failure
+                                                          else "")), values)
     if stats.clock_mismatch:
         return Health("inference", Level.ERROR, _short(f"clock_mismatch: {stats.clock_mismatch}"), values)
     if not goal:

@@ -78,6 +78,8 @@ class WorkerStats:
     last_failure: str = ""
     busy: bool = False
     goals_rejected: int = 0
+    requests_refused: int = 0  # ~/request while in rate mode
+    internal_errors: int = 0  # unexpected errors the inference thread survived
     last_goal_rejection: str = ""
     last_goal_rejection_wall_s: float | None = None
     skipped_published: int = 0
@@ -131,6 +133,7 @@ class RewardWorker:
         self._last_probe_wall_s = self._last_job_wall_s
         self.clock_mismatch_s = max(CLOCK_MISMATCH_MIN_S, 10 * config.max_frame_age_s)
         self._mismatch_ns = int(self.clock_mismatch_s * 1e9)
+        self._heard_ns: dict[str, int] = {}  # node-clock time of each camera's newest frame
         self._lock = threading.Condition()
         self._slot: _EpisodeSlot | None = None
         self._requests: collections.deque[_Request] = collections.deque()
@@ -191,7 +194,7 @@ class RewardWorker:
         self._report_skipped(RewardResult(
             status=EstimateStatus.GOAL_REJECTED, detail=f"goal rejected: {reason}; the episode goes on",
             goal=goal, episode_id=episode,
-        ))
+        ), outcome=False)  # the goal status tells it; the inference status stays about the steps
 
     def reset(self) -> bool:
         """New episode with the same goal; False when there is no goal yet."""
@@ -202,7 +205,18 @@ class RewardWorker:
             return True
 
     def request(self, stamp_ns: int, request_id: str) -> None:
-        """Queue a scoring request (request mode); overflow is answered with a failure at once."""
+        """Queue a scoring request (request mode); overflow is answered with a failure at once, and
+        so is a request in rate mode (which schedules its own steps and would never take it)."""
+        if self.config.mode != "request":
+            with self._lock:
+                self.stats.requests_refused += 1
+            self.emit(RewardResult(
+                status=EstimateStatus.REQUEST_REFUSED,
+                detail=f"the node is in {self.config.mode} mode and schedules its own steps; "
+                       "set mode:=request to score requested frames",
+                request_id=request_id, requested_stamp_ns=stamp_ns, goal=self.goal, episode_id=self.episode_id,
+            ), outcome=False)
+            return
         overflow = False
         with self._lock:
             if len(self._requests) >= self.config.request_queue_size:
@@ -240,12 +254,18 @@ class RewardWorker:
 
     def _check_clock(self, role: str, stamp_ns: int, received_ns: int) -> None:
         """Notice (once, with one log line) when frame stamps and the node clock disagree far beyond
-        ``max_frame_age``: every frame would be stale, e.g. a bag replayed without sim time."""
+        ``max_frame_age``: every frame would be stale, e.g. a bag replayed without sim time. Not
+        judged while the node clock reads 0 (sim time before the first ``/clock``). The mismatch
+        ends when every camera heard from within the last ``clock_mismatch_s`` agrees again, so a
+        camera that stopped does not keep it up."""
+        if received_ns == 0:
+            return
         offset_ns = received_ns - stamp_ns
         started = ended = ""
         with self._lock:  # diagnostics read these from another thread
             stats = self.stats
             stats.clock_offset_s[role] = offset_ns / 1e9
+            self._heard_ns[role] = received_ns
             if abs(offset_ns) > self._mismatch_ns:
                 if not stats.clock_mismatch:
                     side = "behind" if offset_ns > 0 else "ahead of"
@@ -254,7 +274,8 @@ class RewardWorker:
                         f"(max_frame_age {self.config.max_frame_age_s:g} s): every frame is stale. A bag replayed "
                         "without sim time? Play it with --clock and set use_sim_time:=true")
             elif stats.clock_mismatch and all(abs(v) * 1e9 <= self._mismatch_ns
-                                              for v in stats.clock_offset_s.values()):
+                                              for r, v in stats.clock_offset_s.items()
+                                              if received_ns - self._heard_ns[r] <= self._mismatch_ns):
                 stats.clock_mismatch = ""
                 ended = "clock mismatch over: frame stamps agree with the node clock again"
         if started:
@@ -291,40 +312,66 @@ class RewardWorker:
         LOG.info("new episode %s: %s", self._slot.episode.episode_id, goal)
 
     # --- the inference thread ----------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while the inference thread runs (started and not ended)."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while True:
-            with self._lock:
-                job = self._next_job() or self._probe_job()
-                while job is None and not self._stop:
-                    self._lock.wait(timeout=self._wait_s())
-                    job = self._next_job() or self._probe_job()
-                if self._stop or job is None:
+            try:
+                if not self._run_once():
                     return
-                slot = self._slot
-            if job.probe:
-                self._probe(slot)
-            else:
-                self._last_job_wall_s = self.wall_clock()
-                self._execute(job, slot)
+            except Exception as err:  # e.g. a publish failing: the thread must go on
+                LOG.exception("inference thread: unexpected error; it goes on")
+                with self._lock:
+                    self.stats.internal_errors += 1
+                    self.stats.last_failure = f"internal error: {type(err).__name__}: {err}"
+                    self._lock.wait(timeout=0.1)  # no hot loop if the error repeats
 
-    def emit(self, result: RewardResult) -> None:
-        """Hand one result to the ``emit`` callback, noting it as the last outcome."""
+    def _run_once(self) -> bool:
+        """Wait for one job and run it; False once stopped."""
+        with self._lock:
+            job = None if self._stop else self._next_job() or self._probe_job()  # stopped: read no clock
+            while job is None and not self._stop:
+                self._lock.wait(timeout=self._wait_s())
+                job = self._next_job() or self._probe_job()
+            if self._stop or job is None:
+                return False
+            slot = self._slot
+        if job.probe:
+            self._probe(slot)
+        else:
+            self._last_job_wall_s = self.wall_clock()
+            self._execute(job, slot)
+        return True
+
+    def emit(self, result: RewardResult, *, outcome: bool = True) -> None:
+        """Hand one result to the ``emit`` callback; ``outcome``: it is the last step's outcome
+        (what the inference status reports), not a goal or request refused beside the steps."""
+        if outcome:
+            self._note_outcome(result)
+        self._emit(result)
+
+    def _note_outcome(self, result: RewardResult) -> None:
         with self._lock:
             self.stats.last_outcome, self.stats.last_outcome_role = result.status, result.role
             self.stats.last_outcome_detail = result.detail
             self.stats.last_outcome_wall_s = self.wall_clock()
-        self._emit(result)
 
-    def _report_skipped(self, result: RewardResult) -> None:
-        """Emit a failure result of a step that was not scored, rate limited per reason."""
+    def _report_skipped(self, result: RewardResult, *, outcome: bool = True) -> None:
+        """Emit a failure result of a step that was not scored, rate limited per reason; the
+        outcome is noted even when the result itself is held back."""
         if not self.live:
             return
+        if outcome:
+            self._note_outcome(result)
         with self._lock:
             allowed = self._skips.take(result.status_text, self.wall_clock()) is not None
             self.stats.skipped_published = self._skips.allowed
             self.stats.skipped_suppressed = self._skips.suppressed
         if allowed:
-            self.emit(result)
+            self._emit(result)
 
     def _probe_interval_s(self) -> float:
         cfg = self.config

@@ -262,6 +262,7 @@ class RewardNode(Node):
             # asked each time: a server backend's request counters and latency are live
             Health("model", Level.OK, "loaded", self.worker.scorer.model.describe()),
             inference_health(stats, goal=goal, episode_id=episode, queue_depth=self.worker.queue_depth(),
+                             running=self.worker.running,
                              reference_frames=int(cameras[self.selector.reference_role]["received"])),
             goal_health(stats, goal=goal, episode_id=episode, now_wall_s=wall),
         ]

@@ -94,3 +94,10 @@ def test_camera_levels() -> None:
     mismatch = camera_health("wrist", cam(), publishers=1, wall_silence_s=0.1,
                              **{**common, "clock_mismatch": True})
     assert mismatch.level is Level.ERROR
+
+
+def test_a_stopped_inference_thread_is_an_error_whatever_the_last_outcome() -> None:
+    h = inference_health(stats(last_outcome="ok", last_failure="internal error: RuntimeError: boom"), goal="g",
+                         episode_id="e", queue_depth=0, reference_frames=3, running=False)
+    assert h.level is Level.ERROR and h.message.startswith("the inference thread is not running")
+    assert "boom" in h.message

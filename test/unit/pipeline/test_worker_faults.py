@@ -6,6 +6,9 @@ only when asked for; a cut reply is a parse failure that shows the token limit."
 from __future__ import annotations
 
 import json
+import time
+
+import pytest
 
 from image_messages import stamped_rgb
 from scripted_model import ScriptedModel
@@ -19,6 +22,7 @@ from sole_r1_ros.pipeline.worker import RewardWorker
 from sole_r1_ros.settings.groups import RewardSettings, WorkerSettings
 
 MS = 1_000_000
+S_NS = 1_000_000_000
 ROLES = ("external", "wrist")
 
 
@@ -229,3 +233,89 @@ def test_request_failures_carry_the_frames_they_were_about_and_are_never_limited
     assert out["far"]["status"] == "not_aligned:external" and out["far"]["stamp_ns"] is None  # no such frame
     assert out["far"]["requested_stamp_ns"] == 900 * MS
     assert out["far"]["views"] == {"external": 100 * MS}  # the reference camera's newest frame
+
+
+def test_a_rejected_goal_is_not_the_inference_outcome() -> None:
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
+    rig.worker.set_goal("g")
+    rig.frame(0)
+    assert rig.worker.stats.last_outcome is EstimateStatus.FIRST_FRAME
+    with pytest.raises(GoalError):
+        rig.worker.set_goal("")
+    assert rig.results[-1].status is EstimateStatus.GOAL_REJECTED  # published ...
+    assert rig.worker.stats.last_outcome is EstimateStatus.FIRST_FRAME  # ... but the steps' status stands
+
+
+def test_a_held_back_failure_is_still_the_last_outcome() -> None:
+    """After an OK step, failures rate limited away must not leave the inference status at OK."""
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
+    rig.worker.set_goal("g")
+    rig.frame(0)
+    for t in (100, 400):  # the wrist frame missing: the first not_aligned is published, the second held back
+        if t == 400:
+            rig.frame(200)
+            rig.frame(300)
+            assert rig.worker.stats.last_outcome is EstimateStatus.OK
+        rig.frame(t, roles=("external",))
+        rig.now += 30 * MS  # past the alignment tolerance
+        rig.worker.run_pending()
+    assert rig.results[-1].status is EstimateStatus.OK and rig.worker.stats.skipped_suppressed == 1
+    assert (rig.worker.stats.last_outcome, rig.worker.stats.last_outcome_role) == (
+        EstimateStatus.NOT_ALIGNED, "wrist")
+
+
+def test_a_request_in_rate_mode_is_answered_at_once_with_the_reason() -> None:
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
+    rig.worker.set_goal("g")
+    rig.worker.request(123, "learner:0:0")
+    refused = rig.json()[-1]
+    assert refused["status"] == "request_refused" and refused["request_id"] == "learner:0:0"
+    assert "mode:=request" in refused["detail"] and refused["requested_stamp_ns"] == 123
+    assert rig.worker.queue_depth() == 0 and rig.worker.stats.requests_refused == 1
+    assert rig.worker.stats.last_outcome is None  # not a step
+
+
+def test_no_clock_yet_is_no_clock_mismatch_and_a_silent_camera_does_not_keep_one(caplog) -> None:
+    rig = Rig(ScriptedModel(default="<answer>5%</answer>"))
+    rig.worker.set_goal("g")
+    stamp = 1_700_000_000 * 1_000_000_000
+    rig.worker.push_frame("external", stamp, stamped_rgb(stamp), 0)  # sim time before the first /clock
+    assert rig.worker.stats.clock_mismatch == ""
+    today = 86_400 * 1_000_000_000
+    rig.worker.push_frame("wrist", 1000 * S_NS, stamped_rgb(0), today)  # a wrist camera on the wrong clock ...
+    assert rig.worker.stats.clock_mismatch.startswith("camera 'wrist'")
+    for k in range(1, 80):  # ... then silent, while the scene camera agrees with the clock for 79 s
+        rig.worker.push_frame("external", today + k * S_NS, stamped_rgb(0), today + k * S_NS)
+    assert rig.worker.stats.clock_mismatch == ""
+
+
+def test_the_inference_thread_survives_an_error_in_publishing() -> None:
+    calls = {"n": 0}
+    published: list[RewardResult] = []
+
+    def emit(result: RewardResult) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("publisher gone")
+        published.append(result)
+
+    clock = {"now": 0}
+    selector = FrameSelector.create(("external",), maxlen=8)
+    worker = RewardWorker(ProgressScorer(ScriptedModel(default="<answer>5%</answer>"), load_protocol()), selector,
+                          config=WorkerSettings(period_s=0.0, align_tolerance_s=0.0), reward_config=RewardSettings(),
+                          clock=lambda: clock["now"], emit=emit)
+    worker.set_goal("g")
+    worker.start()
+    try:
+        for t in range(4):
+            clock["now"] = t * 100 * MS
+            selector.push("external", t * 100 * MS, stamped_rgb(t * 100 * MS), t * 100 * MS)
+            worker.wake()
+            deadline = time.monotonic() + 5
+            while calls["n"] < t + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert worker.running
+    finally:
+        assert worker.stop(5)
+    assert calls["n"] == 4 and len(published) == 3
+    assert worker.stats.internal_errors == 1 and "publisher gone" in worker.stats.last_failure
