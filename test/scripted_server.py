@@ -15,14 +15,18 @@ from typing import Any
 
 
 def completion(text: str = "<think>ok</think><answer>42%</answer>", *, reasoning: str | None = None,
-               model: str = "served-model", prompt_tokens: int = 300, completion_tokens: int = 12) -> dict[str, Any]:
-    """A chat-completion reply body."""
+               model: str = "served-model", prompt_tokens: int = 300, completion_tokens: int = 12,
+               finish_reason: str = "stop", usage: bool = True) -> dict[str, Any]:
+    """A chat-completion reply body (``usage=False``: without the ``usage`` object, as some servers
+    and proxies answer)."""
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if reasoning is not None:
         message["reasoning_content"] = reasoning
-    return {"id": "x", "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
+    body: dict[str, Any] = {"id": "x", "object": "chat.completion", "model": model,
+                            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}]}
+    if usage:
+        body["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    return body
 
 
 @dataclass
@@ -49,7 +53,8 @@ class Seen:
 
 
 class ScriptedServer:
-    """``models`` answers GET /v1/models (None: HTTP 500); ``health`` answers GET /health (None: 404);
+    """``models`` answers GET /v1/models (the JSON; ``"error"``: HTTP 500; a :class:`Reply`: that
+    reply, e.g. a proxy's 503 while the model loads); ``health`` answers GET /health (None: 404);
     POSTs are answered by ``script`` in order, then by ``default``."""
 
     def __init__(self, *, models: Any = None, health: Any = None,
@@ -102,8 +107,11 @@ class ScriptedServer:
                 self._record(None)
                 if self.path.endswith("/v1/models"):
                     models = outer.models
-                    self._send(Reply(500, {"detail": "Internal Server Error"}) if models == "error"
-                               else Reply(200, models))
+                    if isinstance(models, Reply):
+                        self._send(models)
+                    else:
+                        self._send(Reply(500, {"detail": "Internal Server Error"}) if models == "error"
+                                   else Reply(200, models))
                 elif self.path == "/health":
                     self._send(Reply(200, outer.health) if outer.health is not None else Reply(404, {"detail": "no"}))
                 else:

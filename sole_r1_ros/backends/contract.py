@@ -40,6 +40,18 @@ class BatchTimings:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+# The SOLE-R1 reference's repetition penalty: its vLLM SamplingParams leave it at the neutral 1.0
+# (and min_p 0, no presence/frequency penalty). Sent explicitly by every backend, so that a
+# checkpoint's generation_config.json (which vLLM, SGLang and transformers apply to what a request
+# leaves out) cannot bring in another.
+REPETITION_PENALTY = 1.0
+
+# The protocol's own tags. A goal must not form them whether or not the tokenizer has them as
+# tokens (Qwen3-VL's has <think> but no <answer>): every backend adds them to its tokenizer's
+# special strings, so the in-process and server backends escape a goal alike.
+PROTOCOL_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
 def special_text_order(specials: Iterable[str]) -> tuple[str, ...]:
     """The strings a goal must not form, longest first (so a longer one is split before a part of it)."""
     return tuple(sorted({t for t in specials if len(t) > 1}, key=lambda t: (-len(t), t)))
@@ -94,6 +106,8 @@ class VisionLanguageModel(abc.ABC):
 
 
 __all__ = [
+    "PROTOCOL_TAGS",
+    "REPETITION_PENALTY",
     "BatchTimings",
     "Conversation",
     "Generation",

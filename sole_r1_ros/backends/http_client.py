@@ -1,15 +1,19 @@
 """A small JSON-over-HTTP client on the standard library (``http.client``), for model servers.
 
 - Keep-alive connections reused from a pool; at most ``max_connections`` requests in flight.
-- Per request: ``timeout_s`` for the reply; retries with capped exponential backoff only after a
+- Per request: at most :data:`CONNECT_TIMEOUT_S` (or ``timeout_s`` when shorter) to connect,
+  ``timeout_s`` for the reply; retries with capped exponential backoff only after a
   connection error (refused, reset, closed mid-reply), HTTP 5xx or 429 (its ``Retry-After``
   honoured, within ``timeout_s``). A timeout is not retried: the server is busy, asking again
   would only add load.
 - ``https://`` verified against the system's CA certificates or a given bundle.
 - :meth:`JsonHttpClient.cancel` aborts requests in flight (their sockets are shut down) and makes
-  later ones fail at once: for shutdown.
+  later ones fail at once: for shutdown. A connect in progress has no socket to shut down yet; it
+  ends within its connect timeout, and the cancel flag is checked before anything is sent.
 
-Headers (the API key) are never part of an error message.
+Headers (the API key) are never part of an error message, nor of an exception chained to one: a
+header value HTTP cannot carry (CR, LF, non-Latin-1) is an ``HttpError`` of kind ``request``
+that names no value.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from dataclasses import dataclass
 from typing import Any
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# The longest wait for a TCP (and TLS) connect, whatever the reply timeout: cancel() cannot abort a
+# connect in progress, so this bounds how long shutdown waits for a host that does not answer
+CONNECT_TIMEOUT_S = 5.0
 
 
 class HttpError(Exception):
     """A request failed. ``status`` is the HTTP status (None: no reply), ``kind`` one of
-    ``connection``, ``timeout``, ``status``, ``json``, ``tls``, ``cancelled``."""
+    ``connection``, ``timeout``, ``status``, ``json``, ``tls``, ``cancelled``, ``request`` (the
+    request could not be sent as given: a header value HTTP cannot carry; never retried)."""
 
     def __init__(self, message: str, *, kind: str, status: int | None = None, detail: str = "",
                  retry_after_s: float | None = None) -> None:
@@ -217,25 +225,36 @@ class JsonHttpClient:
     def _exchange(self, conn: http.client.HTTPConnection, method: str, path: str, data: bytes | None,
                   timeout_s: float | None) -> tuple[int, bytes, http.client.HTTPMessage, bool]:
         where = f"{self.scheme}://{self.host}:{self.port}{path}"
+        timeout = timeout_s or self.timeout_s
+        connect_timeout = min(timeout, CONNECT_TIMEOUT_S)
         try:
             if conn.sock is None:
-                conn.timeout = timeout_s or self.timeout_s
+                conn.timeout = connect_timeout
                 conn.connect()
-            else:
-                conn.sock.settimeout(timeout_s or self.timeout_s)
+            conn.sock.settimeout(timeout)
         except ssl.SSLError as err:
             raise HttpError(f"{where}: TLS failed: {err} (model.ca_bundle sets the CA certificates)",
                             kind="tls") from err
-        except TimeoutError as err:
-            raise HttpError(f"{where}: connect timed out", kind="connection") from err
         except OSError as err:
+            if self._cancelled.is_set():
+                raise HttpError(f"{where}: cancelled", kind="cancelled") from err
+            if isinstance(err, TimeoutError):
+                raise HttpError(f"{where}: connect timed out after {connect_timeout:g} s", kind="connection") from err
             raise HttpError(f"{where}: cannot connect: {err.strerror or err}", kind="connection") from err
+        if self._cancelled.is_set():  # cancelled while connecting: send nothing
+            raise HttpError(f"{where}: cancelled", kind="cancelled")
         replied = False
+        unsendable = ""
         try:
             conn.request(method, path, body=data, headers=self._headers)
             response = conn.getresponse()
             replied = True
             raw = response.read()
+        except ValueError as err:
+            # http.client refuses a header value with CR/LF (ValueError quoting the value) or one
+            # that is not Latin-1 (UnicodeEncodeError holding it): raised below, outside this
+            # handler, so that no exception carrying the value is chained to the error
+            unsendable = type(err).__name__
         except TimeoutError as err:
             raise HttpError(f"{where}: no reply within {timeout_s or self.timeout_s:g} s", kind="timeout") from err
         except ssl.SSLError as err:
@@ -246,6 +265,11 @@ class JsonHttpClient:
             lost = HttpError(f"{where}: connection lost: {type(err).__name__}: {err}", kind="connection")
             lost.before_reply = not replied
             raise lost from err
+        if unsendable:
+            if self._cancelled.is_set():
+                raise HttpError(f"{where}: cancelled", kind="cancelled")
+            raise HttpError(f"{where}: request not sent: a header value is not valid in HTTP ({unsendable}; "
+                            "header values are not shown)", kind="request")
         keep = not response.will_close
         return response.status, raw, response.headers, keep
 

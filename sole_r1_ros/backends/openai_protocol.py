@@ -7,14 +7,24 @@ sampling parameter explicit in the fields each server takes, and the reply turne
 
 Dialects (``model.dialect``):
 
-- ``vllm``: ``top_k``, ``seed``, ``skip_special_tokens`` and ``mm_processor_kwargs`` (the image
-  token budget) as extra body fields (``vllm/entrypoints/openai/protocol.py``).
-- ``sglang``: ``top_k`` in the body, ``separate_reasoning: false`` so ``content`` holds the
-  reply verbatim (``python/sglang/srt/entrypoints/openai/protocol.py``); no per-request image
-  budget (set it on the server).
-- ``transformers`` (``transformers serve``): ``top_k`` and ``do_sample`` only inside the
-  ``generation_config`` JSON string (top-level ones are refused with 422); ``model`` may be
-  omitted (the server answers with the model it was started with); no per-request image budget.
+- ``vllm``: ``top_k``, ``min_p``, ``repetition_penalty``, ``seed``, ``skip_special_tokens`` and
+  ``mm_processor_kwargs`` (the image token budget) as extra body fields
+  (``vllm/entrypoints/openai/protocol.py``), with OpenAI's ``presence_penalty`` /
+  ``frequency_penalty``.
+- ``sglang``: ``top_k``, ``min_p``, ``repetition_penalty`` and the OpenAI penalties in the body,
+  ``separate_reasoning: false`` so ``content`` holds the reply verbatim
+  (``python/sglang/srt/entrypoints/openai/protocol.py``); no per-request image budget (set it on
+  the server).
+- ``transformers`` (``transformers serve``): ``top_k``, ``do_sample`` and ``repetition_penalty``
+  only inside the ``generation_config`` JSON string (top-level fields it does not know are refused
+  with 422; it ignores ``presence_penalty`` and turns ``frequency_penalty`` f into a repetition
+  penalty 1 + f, so neither is sent); ``model`` may be omitted (the server answers with the model it
+  was started with); no per-request image budget.
+
+vLLM and SGLang fill every sampling field a request leaves out from the checkpoint's
+``generation_config.json`` (``repetition_penalty``, ``temperature``, ``top_k``, ``top_p``,
+``min_p``), transformers serve every field its ``generation_config`` leaves out: all of them are
+sent, at the SOLE-R1 reference's values (its vLLM ``SamplingParams``: neutral penalties, ``min_p`` 0).
 """
 
 from __future__ import annotations
@@ -28,11 +38,22 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sole_r1_ros.backends.contract import Conversation, Generation, special_text_order, split_special_texts
+from sole_r1_ros.backends.contract import (
+    REPETITION_PENALTY,
+    Conversation,
+    Generation,
+    special_text_order,
+    split_special_texts,
+)
 from sole_r1_ros.errors import InferenceError
 from sole_r1_ros.settings.generation import GenerationSettings
 
 DIALECTS = ("vllm", "sglang", "transformers")
+# The neutral values of the fields vLLM and SGLang take (OpenAI's penalties plus their extra
+# sampling fields): the reference's vLLM SamplingParams defaults
+NEUTRAL_SAMPLING: dict[str, float] = {
+    "min_p": 0.0, "repetition_penalty": REPETITION_PENALTY, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+}
 
 # The PNG encoder: lossless whatever the settings. OpenCV's libpng with zlib level 1 and the RLE
 # strategy was the fastest of PIL levels 0-9 and OpenCV levels 0-9 x strategies on the two-view
@@ -102,8 +123,10 @@ def request_body(
     max_pixels: int = 0,
 ) -> dict[str, Any]:
     """The chat-completion body for ``dialect`` with every sampling parameter explicit. Greedy
-    is temperature 0 (and top-p 1, top-k off); ``seed`` is sent when set. ``min_pixels`` /
-    ``max_pixels`` (0 = the server's) go where the dialect takes them (vLLM only)."""
+    is temperature 0 (and top-p 1, top-k off); penalties neutral and ``min_p`` 0 where the dialect
+    takes them (:data:`NEUTRAL_SAMPLING`; transformers serve: ``repetition_penalty`` only);
+    ``seed`` is sent when set. ``min_pixels`` / ``max_pixels`` (0 = the server's) go where the
+    dialect takes them (vLLM only)."""
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; expected one of {DIALECTS}")
     greedy = not settings.do_sample
@@ -114,12 +137,14 @@ def request_body(
         body["model"] = model
     body.update(messages=messages, max_tokens=settings.max_new_tokens, temperature=temperature, top_p=top_p)
     if dialect == "transformers":
-        config: dict[str, Any] = {"do_sample": not greedy, "max_new_tokens": settings.max_new_tokens}
+        config: dict[str, Any] = {"do_sample": not greedy, "max_new_tokens": settings.max_new_tokens,
+                                  "repetition_penalty": REPETITION_PENALTY}
         if not greedy:
             config.update(temperature=temperature, top_p=top_p, top_k=settings.top_k)
         body["generation_config"] = json.dumps(config, sort_keys=True)
     else:
         body["top_k"] = -1 if greedy else settings.top_k
+        body.update(NEUTRAL_SAMPLING)
         body["skip_special_tokens"] = True
     if settings.seed is not None:
         body["seed"] = settings.seed
@@ -155,9 +180,13 @@ def reply_text(message: Mapping[str, Any]) -> str:
     return text
 
 
-def generation_from_reply(payload: object) -> tuple[Generation, str | None]:
+def generation_from_reply(payload: object, *, max_new_tokens: int = 0) -> tuple[Generation, str | None]:
     """One :class:`Generation` from a parsed chat-completion reply and the model name the server
-    reports; raises :class:`InferenceError` naming what is missing or malformed."""
+    reports; raises :class:`InferenceError` naming what is missing or malformed.
+
+    Token counts come from ``usage``. A reply cut at the limit (``finish_reason: "length"``)
+    reports at least ``max_new_tokens`` (the request's ``max_tokens``) new tokens, also when the
+    server leaves ``usage`` out or counts fewer, so the scorer's token-limit check sees it."""
     if not isinstance(payload, dict):
         raise InferenceError(f"reply is a JSON {type(payload).__name__}, not an object")
     choices = payload.get("choices")
@@ -172,11 +201,14 @@ def generation_from_reply(payload: object) -> tuple[Generation, str | None]:
     usage = usage if isinstance(usage, dict) else {}
     prompt_tokens = usage.get("prompt_tokens")
     new_tokens = usage.get("completion_tokens")
+    new_tokens = new_tokens if isinstance(new_tokens, int) else 0
+    if choice.get("finish_reason") == "length":
+        new_tokens = max(new_tokens, max_new_tokens)
     model = payload.get("model")
     return Generation(
         text=text,
         prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else 0,
-        new_tokens=new_tokens if isinstance(new_tokens, int) else 0,
+        new_tokens=new_tokens,
     ), model if isinstance(model, str) else None
 
 
@@ -188,6 +220,7 @@ def escape_special_texts(text: str, specials: Iterable[str]) -> str:
 
 __all__ = [
     "DIALECTS",
+    "NEUTRAL_SAMPLING",
     "PNG_COMPRESS_LEVEL",
     "PNG_STRATEGY",
     "QWEN_VL_SPECIAL_TEXTS",

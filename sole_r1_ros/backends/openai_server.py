@@ -5,7 +5,8 @@ No torch, no transformers: the composite is sent as a lossless PNG data URL with
 messages; the server applies the checkpoint's chat template and processor (docs/serving.md).
 
 Start-up asks the server what it serves (``/v1/models``; ``/health`` for ``transformers
-serve``). A server that cannot be reached within ``model.startup_wait_s`` is a
+serve``). A server that cannot be reached, or that answers 429 / 5xx (a proxy in front of a
+server still loading), within ``model.startup_wait_s`` is a
 :class:`~sole_r1_ros.errors.ModelLoadError`: the node refuses to start with the reason, as it
 does for a missing checkpoint. Once running, every failed request is an
 :class:`~sole_r1_ros.errors.InferenceError` (an ``error`` estimate; the episode does not
@@ -28,6 +29,7 @@ from typing import Any
 from PIL import Image
 
 from sole_r1_ros.backends.contract import (
+    PROTOCOL_TAGS,
     BatchTimings,
     Conversation,
     Generation,
@@ -73,13 +75,20 @@ def api_base_url(url: str) -> str:
 
 
 def read_api_key(env_name: str) -> str | None:
-    """The key held by the environment variable ``env_name`` (None when no variable is named)."""
+    """The key held by the environment variable ``env_name`` (None when no variable is named),
+    without surrounding whitespace. A key with a character that is not printable ASCII (CR, LF,
+    tab, other controls, non-ASCII) cannot go into an HTTP header: refused, naming the variable
+    only, never the value."""
     if not env_name:
         return None
-    key = os.environ.get(env_name, "")
-    if not key.strip():
+    key = os.environ.get(env_name, "").strip()
+    if not key:
         raise ModelLoadError(f"model.api_key_env names ${env_name}, which is not set (or empty)")
-    return key.strip()
+    if not all(" " <= c <= "~" for c in key):
+        raise ModelLoadError(f"model.api_key_env names ${env_name}, whose value holds a character that is not "
+                             "printable ASCII (CR, LF, tab, another control character or a non-ASCII one) and "
+                             "cannot be sent in an HTTP header; the value is not shown")
+    return key
 
 
 def local_special_texts(path: str) -> tuple[str, ...]:
@@ -119,7 +128,9 @@ class OpenAIServerBackend(VisionLanguageModel):
             )
         except (ValueError, OSError) as err:
             raise ModelLoadError(self._scrub(f"model.url '{self.base_url}': {err}")) from err
-        self._specials = special_text_order(QWEN_VL_SPECIAL_TEXTS + local_special_texts(options.path))
+        # as the in-process backend: the tokenizer's added tokens (the Qwen-VL list; model.path's
+        # tokenizer.json when given) and the protocol's tags
+        self._specials = special_text_order(QWEN_VL_SPECIAL_TEXTS + local_special_texts(options.path) + PROTOCOL_TAGS)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -140,32 +151,47 @@ class OpenAIServerBackend(VisionLanguageModel):
         return text.replace(self._secret, "***") if self._secret else text
 
     def _connect(self) -> tuple[str, str | None]:
-        """Wait for the server (``startup_wait_s``), then find its dialect and the model name."""
+        """Wait for the server (``startup_wait_s``), then find its dialect and the model name.
+
+        Waited for: no connection, no reply, and HTTP 429 / 5xx (a proxy in front of a server that
+        is still loading) unless ``/health`` shows ``transformers serve``, whose ``/v1/models``
+        answers 500 for good when offline."""
         deadline = time.monotonic() + self.options.startup_wait_s
+        transformers_health = False
         while True:
             try:
                 status, models = self._probe("/models")
                 break
             except HttpError as err:
-                if err.kind in ("connection", "timeout") and time.monotonic() < deadline:
+                unreachable = err.kind in ("connection", "timeout")
+                not_ready = err.kind == "status" and err.status is not None and (err.status == 429 or err.status >= 500)
+                if not_ready and self._health_is_transformers():
+                    transformers_health = True
+                    status, models = err.status or 0, None  # transformers serve: /v1/models gives 500
+                    break
+                if (unreachable or not_ready) and time.monotonic() < deadline:
                     time.sleep(STARTUP_POLL_S)
                     continue
-                if err.kind in ("connection", "timeout"):
+                if unreachable:
                     raise ModelLoadError(self._scrub(
                         f"model server {self.base_url} unreachable after {self.options.startup_wait_s:g} s "
                         f"(model.startup_wait): {err}")) from err
-                if err.kind == "tls":
+                if not_ready:
+                    raise ModelLoadError(self._scrub(
+                        f"model server {self.base_url} not ready after {self.options.startup_wait_s:g} s "
+                        f"(model.startup_wait): {err}")) from err
+                if err.kind in ("tls", "request"):
                     raise ModelLoadError(self._scrub(f"model server {self.base_url}: {err}")) from err
                 if err.status in (401, 403):
                     raise ModelLoadError(self._scrub(
                         f"model server {self.base_url} refused the API key (HTTP {err.status}); check "
                         f"${self.options.api_key_env or '<model.api_key_env unset>'}")) from err
-                status, models = err.status or 0, None  # transformers serve answers /v1/models with 500
+                status, models = err.status or 0, None  # e.g. a server without /v1/models (404)
                 break
         served = self._served_models(models)
         dialect = self.options.dialect
         if dialect == "auto":
-            dialect = self._detect_dialect(models)
+            dialect = "transformers" if transformers_health else self._detect_dialect(models)
         name: str | None = self.options.name or None
         if name is None:
             if len(served) == 1:
@@ -198,15 +224,20 @@ class OpenAIServerBackend(VisionLanguageModel):
         for dialect in ("vllm", "sglang"):
             if dialect in owners:
                 return dialect
+        if self._health_is_transformers():
+            return "transformers"
+        raise ModelLoadError(f"cannot tell which server runs at {self.base_url} (owners {sorted(owners) or 'none'}); "
+                             "set model.dialect to vllm, sglang or transformers")
+
+    def _health_is_transformers(self) -> bool:
+        """Whether ``/health`` answers as ``transformers serve`` does (a JSON object with ``status``;
+        vLLM's is empty, SGLang's plain)."""
         try:
             _, health = self.client.request("GET", "/health", retries=0, prefixed=False,
                                             timeout_s=min(PROBE_TIMEOUT_S, self.options.timeout_s))
         except HttpError:
-            health = None
-        if isinstance(health, dict) and "status" in health:
-            return "transformers"
-        raise ModelLoadError(f"cannot tell which server runs at {self.base_url} (owners {sorted(owners) or 'none'}); "
-                             "set model.dialect to vllm, sglang or transformers")
+            return False
+        return isinstance(health, dict) and "status" in health
 
     # --- the contract ---------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -228,7 +259,8 @@ class OpenAIServerBackend(VisionLanguageModel):
 
     def escape_special_text(self, text: str) -> str:
         """Keep the goal from forming the Qwen-VL special tokens or the protocol's tags (the fixed
-        list, plus the added tokens of ``model.path``'s tokenizer.json when there is one)."""
+        list, plus the added tokens of ``model.path``'s tokenizer.json when there is one): the same
+        set as the in-process backend, so both give the model the same prompt."""
         return split_special_texts(text, self._specials)
 
     def generate(
@@ -273,7 +305,7 @@ class OpenAIServerBackend(VisionLanguageModel):
             except HttpError as err:
                 raise InferenceError(self._scrub(self._explain(err))) from err
             try:
-                generation, served = generation_from_reply(payload)
+                generation, served = generation_from_reply(payload, max_new_tokens=int(body["max_tokens"]))
             except InferenceError as err:
                 raise InferenceError(self._scrub(f"model server {self.base_url}: {err}")) from err
         except InferenceError as err:
@@ -298,6 +330,9 @@ class OpenAIServerBackend(VisionLanguageModel):
             return f"model server rejected the request for model '{name}' ({self.dialect} dialect): {err}"
         if err.kind == "cancelled":
             return f"cancelled (shutdown): {err}"
+        if err.kind == "request":
+            hint = f"; check ${self.options.api_key_env}" if self.options.api_key_env else ""
+            return f"model server: {err}{hint}"
         return f"model server: {err}"
 
     def cancel(self) -> None:

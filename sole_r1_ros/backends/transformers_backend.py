@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from sole_r1_ros.backends.contract import (
+    PROTOCOL_TAGS,
+    REPETITION_PENALTY,
     BatchTimings,
     Conversation,
     Generation,
@@ -167,7 +169,8 @@ class TransformersBackend(VisionLanguageModel):
         self._cancel = threading.Event()
         tokenizer = self.processor.tokenizer
         added = set(getattr(tokenizer, "all_special_tokens", [])) | set(tokenizer.get_added_vocab())
-        self._added_tokens = special_text_order(added)
+        # plus the protocol's tags, tokens or not: the server backend's set, so both escape alike
+        self._added_tokens = special_text_order(added | set(PROTOCOL_TAGS))
         self.dtype = str(self.model.dtype).replace("torch.", "")
         self.parameters = sum(p.numel() for p in self.model.parameters())
 
@@ -182,9 +185,11 @@ class TransformersBackend(VisionLanguageModel):
         }
 
     def escape_special_text(self, text: str) -> str:
-        """Make user text (the goal) unable to form the tokenizer's added/special tokens, so a goal
-        containing e.g. ``<|im_end|>`` or ``</answer>`` stays plain text and cannot break the prompt.
-        A zero-width space after the first character splits each such string."""
+        """Make user text (the goal) unable to form the tokenizer's added/special tokens or the
+        protocol's tags (:data:`~sole_r1_ros.backends.contract.PROTOCOL_TAGS`, also where the
+        tokenizer has no such token), so a goal containing e.g. ``<|im_end|>`` or ``</answer>``
+        stays plain text and cannot break the prompt. A zero-width space after the first
+        character splits each such string."""
         return split_special_texts(text, self._added_tokens)
 
     def prompt_text(self, messages: list[dict[str, Any]]) -> str:
@@ -241,8 +246,11 @@ class TransformersBackend(VisionLanguageModel):
         return int(inputs["input_ids"].shape[1])
 
     def _generate_kwargs(self, settings: GenerationSettings, pad_id: int | None) -> dict[str, Any]:
-        """``model.generate`` options for ``settings``: sampling, the cancel criterion, padding."""
-        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample}
+        """``model.generate`` options for ``settings``: sampling, the cancel criterion, padding.
+        ``repetition_penalty`` is always the reference's neutral 1.0, so a checkpoint's
+        ``generation_config.json`` cannot bring in another."""
+        kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample,
+                                  "repetition_penalty": REPETITION_PENALTY}
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
         else:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,13 @@ import pytest
 from PIL import Image
 
 from scripted_server import Reply, ScriptedServer, completion
-from sole_r1_ros.backends.http_client import RetryPolicy, parse_retry_after
+from sole_r1_ros.backends.http_client import (
+    CONNECT_TIMEOUT_S,
+    HttpError,
+    JsonHttpClient,
+    RetryPolicy,
+    parse_retry_after,
+)
 from sole_r1_ros.backends.openai_server import OpenAIServerBackend, api_base_url
 from sole_r1_ros.backends.registry import load_backend
 from sole_r1_ros.core.protocol import load_protocol
@@ -121,6 +129,40 @@ def test_a_server_that_comes_up_within_the_startup_wait_is_used() -> None:
             s.stop()
 
 
+@pytest.mark.parametrize("status", [503, 502, 429])
+def test_a_server_answering_5xx_or_429_at_start_is_waited_for(status: int) -> None:
+    """A proxy in front of a vLLM that is still loading answers 503 (or 502, 429): start-up waits
+    for it as for a server that does not accept connections yet."""
+    with ScriptedServer(models=Reply(status, {"detail": "model is loading"})) as srv:
+        ready = {"data": [{"id": "served-model", "object": "model", "owned_by": "vllm"}]}
+        timer = threading.Timer(0.5, lambda: setattr(srv, "models", ready))
+        timer.start()
+        try:
+            backend = OpenAIServerBackend(settings(srv.url, startup_wait_s=20.0))
+        finally:
+            timer.join()
+        assert (backend.dialect, backend.model_name) == ("vllm", "served-model")
+        assert sum(s.path == "/v1/models" for s in srv.seen) >= 2
+
+
+def test_a_server_still_not_ready_at_the_deadline_fails_with_its_last_status() -> None:
+    with ScriptedServer(models=Reply(503, {"detail": "model is loading"})) as srv:
+        t0 = time.monotonic()
+        with pytest.raises(ModelLoadError, match=r"not ready after 0\.3 s \(model\.startup_wait\).*HTTP 503: "
+                                                 r"model is loading"):
+            OpenAIServerBackend(settings(srv.url, startup_wait_s=0.3))
+        assert time.monotonic() - t0 >= 0.3
+
+
+def test_transformers_serve_answering_500_on_models_is_not_waited_for() -> None:
+    """transformers serve answers /v1/models with 500 for good (offline); its /health tells it apart
+    from a server that is still loading, so start-up does not sit out the whole wait."""
+    with ScriptedServer(models="error", health={"status": "ok"}) as srv:
+        t0 = time.monotonic()
+        backend = OpenAIServerBackend(settings(srv.url, startup_wait_s=30.0))
+        assert backend.dialect == "transformers" and time.monotonic() - t0 < 5.0
+
+
 @pytest.mark.parametrize(("url", "match"), [
     ("", "needs model.url"),
     ("ftp://host", "http:// or https://"),
@@ -182,6 +224,25 @@ def test_malformed_replies_are_inference_errors(server: ScriptedServer, reply: R
     with pytest.raises(InferenceError, match=match):
         ask(backend)
     assert len(server.posts()) == attempts
+
+
+@pytest.mark.parametrize(("finish_reason", "status", "percent"), [
+    ("length", EstimateStatus.PARSE_FAILED, None),  # cut at the limit: the unclosed answer is not trusted
+    ("stop", EstimateStatus.OK, 40),  # stopped by itself: the unclosed answer ending in % counts
+])
+def test_a_reply_without_usage_cut_at_the_token_limit_is_seen_as_cut(
+        server: ScriptedServer, finish_reason: str, status: EstimateStatus, percent: int | None) -> None:
+    backend = OpenAIServerBackend(settings(server.url))
+    scorer = ProgressScorer(backend, load_protocol(), generation=GenerationSettings.greedy(20))
+    episode = scorer.new_episode("push the block", ROLES)
+    views = {r: np.zeros((48, 64, 3), dtype=np.uint8) for r in ROLES}
+    scorer.score(episode, 1, views)
+    server.default = Reply(body=completion("<think>moving</think><answer>40%", finish_reason=finish_reason,
+                                           usage=False))
+    estimate = scorer.score(episode, 2, views)
+    assert (estimate.status, estimate.percent if status is EstimateStatus.OK else None) == (status, percent)
+    if finish_reason == "length":
+        assert estimate.parse_status == "truncated" and estimate.new_tokens == 20
 
 
 def test_a_timeout_is_an_error_and_not_retried(server: ScriptedServer) -> None:
@@ -247,6 +308,52 @@ def test_cancel_aborts_a_request_in_flight_and_later_ones(server: ScriptedServer
         gate.set()
 
 
+def test_cancel_aborts_a_connect_that_never_completes() -> None:
+    """A listener whose accept queue is full drops further SYNs (Linux, tcp_abort_on_overflow 0):
+    connect() hangs as for a black-holed host, deterministically on 127.0.0.1. The socket is not
+    there to shut down until connect returns, so connect has its own short timeout and the cancel
+    flag is checked right after it: the request ends within CONNECT_TIMEOUT_S, not model.timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    client = JsonHttpClient(f"http://127.0.0.1:{port}/v1", timeout_s=60.0,
+                            retry=RetryPolicy(retries=3, backoff_s=0.01, backoff_max_s=0.02))
+    errors: list[HttpError] = []
+
+    def call() -> None:
+        try:
+            client.request("GET", "/models")
+        except HttpError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=call)
+    try:
+        time.sleep(0.2)
+        with socket.socket() as probe:  # the premise: a connect to it does hang
+            probe.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                probe.connect(("127.0.0.1", port))
+        t0 = time.monotonic()
+        thread.start()
+        time.sleep(0.3)
+        client.cancel()
+        thread.join(CONNECT_TIMEOUT_S + 3.0)
+        assert not thread.is_alive(), "cancel did not end a request stuck in connect"
+        assert time.monotonic() - t0 < CONNECT_TIMEOUT_S + 3.0
+        assert errors and errors[0].kind == "cancelled"
+    finally:
+        thread.join(70)
+        for sock in (*fillers, listener):
+            sock.close()
+
+
 def test_concurrent_batches_are_sent_in_parallel(server: ScriptedServer) -> None:
     backend = OpenAIServerBackend(settings(server.url, max_concurrency=4))
     arrived = threading.Barrier(4, timeout=10)
@@ -308,6 +415,30 @@ def test_a_named_but_unset_key_variable_is_a_load_error(server: ScriptedServer,
     monkeypatch.delenv("SOLE_R1_TEST_KEY", raising=False)
     with pytest.raises(ModelLoadError, match=r"\$SOLE_R1_TEST_KEY, which is not set"):
         OpenAIServerBackend(settings(server.url, api_key_env="SOLE_R1_TEST_KEY"))
+
+
+@pytest.mark.parametrize("key", [f"{SECRET}\r\nX-Injected: 1", f"{SECRET}\nmore", f"{SECRET}\tx", f"\x1b{SECRET}",
+                                 f"{SECRET}\u2028x", f"{SECRET}\u00e9"])
+def test_an_api_key_http_cannot_carry_is_refused_without_showing_it(
+        server: ScriptedServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, key: str) -> None:
+    monkeypatch.setenv("SOLE_R1_TEST_KEY", key)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ModelLoadError, match=r"\$SOLE_R1_TEST_KEY") as info:
+        OpenAIServerBackend(settings(server.url, api_key_env="SOLE_R1_TEST_KEY"))
+    shown = "".join(traceback.format_exception(info.value)) + repr(info.value) + caplog.text
+    assert SECRET not in shown
+    assert not server.seen  # refused before anything was sent
+
+
+def test_a_header_value_http_cannot_carry_fails_without_showing_it(server: ScriptedServer) -> None:
+    """The client's own guard: http.client's ValueError quotes the header value; the error
+    raised instead names no value and keeps no exception that does."""
+    client = JsonHttpClient(server.url + "/v1", timeout_s=5.0, headers={"Authorization": f"Bearer {SECRET}\r\nX: 1"})
+    with pytest.raises(HttpError, match="not sent") as info:
+        client.request("GET", "/models")
+    err = info.value
+    assert err.kind == "request" and err.__cause__ is None and err.__context__ is None
+    assert SECRET not in "".join(traceback.format_exception(err)) + repr(err)
 
 
 # --- policy details -----------------------------------------------------------------------------
