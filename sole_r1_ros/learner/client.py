@@ -15,6 +15,12 @@ client binds its local episode to the node's ``episode_id`` on the answer to the
 request (its anchor frame, ``step`` 0). An answer from another node episode than the bound one
 (the reset overtook queued requests, the node's episode restarted, the first request failed so
 a later frame became the node's step 0) is ``EPISODE_CHANGED``.
+
+Sending: requests go out in the order they were made, and a resend (a request answered "frame
+not there yet") goes out only while it is still the episode's newest request: once a newer
+request (or a new episode) came first, resending would make the node score the steps out of
+order, so the request ends ``NODE_FAILURE`` instead. Deciding to send and publishing happen
+under one lock, so a :meth:`RewardClient.request` from another thread cannot slip in between.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class _Pending:
     answers: int = 0
     due_ns: int | None = None  # not published yet: publish at this time
     retries: int = 0
+    retry_status: str = ""  # the status of the answer that asked for the last retry
 
 
 @dataclass
@@ -156,6 +163,9 @@ class RewardClient:
         self._clock = clock
         self._on_answer = on_answer
         self._lock = threading.Lock()
+        # held from deciding to publish (goal/reset, request, resend) to having published, so the
+        # node sees them in the order decided; taken before ``_lock``, never while holding it
+        self._send_lock = threading.RLock()
         self._episodes: dict[int, _EpisodeState] = {}
         self._episode = -1
         self._goal = ""
@@ -175,38 +185,40 @@ class RewardClient:
         goal = goal.strip()
         if not goal:
             raise ValueError("goal must not be empty")
-        with self._lock:
-            self._episode += 1
-            self._episodes[self._episode] = _EpisodeState(goal=goal)
-            same = goal == self._goal
-            self._goal = goal
-            episode = self._episode
-        if same:
-            self._publish_reset()
-        else:
-            self._publish_goal(goal)
+        with self._send_lock:
+            with self._lock:
+                self._episode += 1
+                self._episodes[self._episode] = _EpisodeState(goal=goal)
+                same = goal == self._goal
+                self._goal = goal
+                episode = self._episode
+            if same:
+                self._publish_reset()
+            else:
+                self._publish_goal(goal)
         return episode
 
     def request(self, stamp_ns: int) -> Future[RewardAnswer]:
         """Ask for the reward of the frame stamped ``stamp_ns`` in the current episode; the future
         resolves with the request's final answer (or TIMEOUT, via :meth:`poll`)."""
-        with self._lock:
-            if self._episode < 0:
-                raise RuntimeError("begin_episode() first")
-            ep = self._episodes[self._episode]
-            index = ep.next_index
-            ep.next_index += 1
-            request_id = f"{self.client_id}:{self._episode}:{index}"
-            future: Future[RewardAnswer] = Future()
-            now = self._clock()
-            p = _Pending(request_id, self._episode, index, int(stamp_ns), now, future)
-            delayed = self.settings.send_delay_s > 0
-            if delayed:
-                p.due_ns = now + int(self.settings.send_delay_s * 1e9)
-            self._pending[request_id] = p
-            self._forget_old()
-        if not delayed:
-            self._publish_request(int(stamp_ns), request_id)
+        with self._send_lock:
+            with self._lock:
+                if self._episode < 0:
+                    raise RuntimeError("begin_episode() first")
+                ep = self._episodes[self._episode]
+                index = ep.next_index
+                ep.next_index += 1
+                request_id = f"{self.client_id}:{self._episode}:{index}"
+                future: Future[RewardAnswer] = Future()
+                now = self._clock()
+                p = _Pending(request_id, self._episode, index, int(stamp_ns), now, future)
+                delayed = self.settings.send_delay_s > 0
+                if delayed:
+                    p.due_ns = now + int(self.settings.send_delay_s * 1e9)
+                self._pending[request_id] = p
+                self._forget_old()
+            if not delayed:
+                self._publish_request(int(stamp_ns), request_id)
         return future
 
     def in_flight(self) -> int:
@@ -215,19 +227,31 @@ class RewardClient:
             return sum(1 for p in self._pending.values() if p.final is None)
 
     def poll(self) -> list[RewardAnswer]:
-        """Send delayed requests that are due (in order) and time out requests older than
-        ``timeout_s`` (client clock, from the request); returns (and delivers) the timeouts."""
+        """Send delayed requests and retries that are due (in order) and time out requests older
+        than ``timeout_s`` (client clock, from the request). A due retry that is no longer the
+        episode's newest request is not resent but ends ``NODE_FAILURE`` (a resend would reorder
+        the node's steps). Returns (and delivers) the final outcomes decided here."""
         now = self._clock()
         limit = int(self.settings.timeout_s * 1e9)
         expired: list[RewardAnswer] = []
         due: list[tuple[int, str]] = []
-        with self._lock:
-            for p in self._pending.values():
-                if p.final is None and p.due_ns is not None and now >= p.due_ns:
-                    p.due_ns = None
-                    due.append((p.stamp_ns, p.request_id))
-        for stamp, request_id in due:
-            self._publish_request(stamp, request_id)
+        with self._send_lock:
+            with self._lock:
+                for p in self._pending.values():
+                    if p.final is None and p.due_ns is not None and now >= p.due_ns:
+                        p.due_ns = None
+                        overtaken = self._overtaken(p) if p.retries > 0 else ""
+                        if overtaken:
+                            p.final = RewardAnswer(
+                                p.request_id, Outcome.NODE_FAILURE, p.episode, p.index, p.stamp_ns,
+                                status=p.retry_status, sent_ns=p.sent_ns, received_ns=now,
+                                detail=f"not resent after retry {p.retries}: {overtaken} "
+                                       "(a resend would reorder the node's steps)")
+                            expired.append(p.final)
+                        else:
+                            due.append((p.stamp_ns, p.request_id))
+            for stamp, request_id in due:
+                self._publish_request(stamp, request_id)
         with self._lock:
             for p in self._pending.values():
                 if p.final is None and now - p.sent_ns > limit:
@@ -283,6 +307,7 @@ class RewardClient:
         if self._frame_not_there_yet(p, ep, data, status, role):
             p.retries += 1
             p.answers -= 1
+            p.retry_status = str(data.get("status") or "")
             p.due_ns = now + int(self.settings.retry_delay_s * 1e9)
             return self._answer(data, Outcome.RETRYING, p.episode, p.index, p.stamp_ns, p.sent_ns, now, final=False,
                                 detail=f"retry {p.retries}/{self.settings.max_retries}: {data.get('detail', '')}")
@@ -340,6 +365,16 @@ class RewardClient:
         views = data.get("views")
         newest = views.get(role) if isinstance(views, dict) and role else None
         return isinstance(newest, int) and newest < p.stamp_ns
+
+    def _overtaken(self, p: _Pending) -> str:
+        """Called with the lock held: why resending ``p`` now would reorder the node's steps
+        ("" when ``p`` is still the current episode's newest request)."""
+        if p.episode != self._episode:
+            return f"episode {self._episode} began first"
+        newest = self._episodes[p.episode].next_index - 1
+        if p.index != newest:
+            return f"a newer request, {self.client_id}:{p.episode}:{newest}, was made first"
+        return ""
 
     @staticmethod
     def _answer(data: dict[str, Any], outcome: Outcome, episode: int, index: int, stamp: int | None,

@@ -24,12 +24,21 @@ Policies for transitions whose reward is not there yet:
 
 - ``wait``: nothing may be sampled while any transition is pending (the learner waits);
 - ``drop_after_timeout``: labelled transitions are sampled at once; a pending one older than
-  ``timeout_s`` (buffer clock) is dropped;
+  ``timeout_s`` is dropped (by :meth:`RelabelBuffer.expire`, on the buffer's clock, which must be
+  given for this policy: the ROS clock for sim-time seconds, ``time.monotonic_ns`` for wall time);
 - ``relabelled_ratio``: sampling starts once at least ``ratio`` of the transitions added so far
   are labelled, and then draws labelled ones only (Robometer's asynchronous relabelling).
 
 Every transition ends either labelled or dropped with a reason (the answer's outcome or
 ``timeout`` / ``predecessor_failed``); :attr:`RelabelBuffer.dropped` counts them.
+
+Memory: the answers are kept per episode and request index only while a transition may still
+need them. An episode is *over* once a transition of a later episode is added (the learner adds
+an episode's transitions before it begins the next one) or :meth:`RelabelBuffer.end_episode`
+says so; an over episode's answers are forgotten as soon as none of its transitions is pending
+(when the last one is labelled or dropped), and answers that arrive for it after that are
+ignored. A transition added to an episode that is over may find its answers gone (it then waits
+for the timeout, or for ever under ``wait``).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from __future__ import annotations
 import collections
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +94,15 @@ class BufferSettings:
         return reward * sum(self.gamma ** i for i in range(self.horizon))
 
 
+@dataclass(frozen=True)
+class _Boundary:
+    """The answer for one request (chunk boundary): progress and node reward, None when it failed."""
+
+    progress: float | None
+    node_reward: float | None
+    failure: str = ""  # the failed answer's outcome
+
+
 @dataclass
 class ChunkTransition:
     """One chunk: ``obs`` -> ``actions`` (H x action dim) -> ``next_obs``. ``terminal``: no
@@ -116,15 +135,21 @@ class RelabelBuffer:
     """Pending transitions keyed by (episode, chunk); fed by the client's answers."""
 
     def __init__(self, settings: BufferSettings | None = None, *, clock: Callable[[], int] | None = None) -> None:
+        """``clock`` (nanoseconds) stamps added transitions; it is required with the
+        ``drop_after_timeout`` policy, whose ``timeout_s`` is measured on it."""
         self.settings = settings or BufferSettings()
-        self._clock = clock or (lambda: 0)
+        if clock is None and self.settings.policy == "drop_after_timeout":
+            raise ValueError("clock is required with policy 'drop_after_timeout' (timeout_s is measured on it): "
+                             "pass clock=, e.g. the ROS clock's nanoseconds or time.monotonic_ns")
+        self._clock = clock or time.monotonic_ns
         self._lock = threading.Lock()
         self._pending: dict[tuple[int, int], ChunkTransition] = {}
         self._labelled: collections.deque[ChunkTransition] = collections.deque(maxlen=self.settings.capacity)
-        # progress per (episode, request index); None = that request failed
-        self._progress: dict[tuple[int, int], float | None] = {}
-        self._node_reward: dict[tuple[int, int], float | None] = {}
-        self._failure: dict[tuple[int, int], str] = {}
+        # episode -> request index -> its final answer; only while a transition may need it
+        self._answers: dict[int, dict[int, _Boundary]] = {}
+        self._pending_per_episode: dict[int, int] = {}  # episodes with pending transitions only
+        self._newest_episode = -1  # the newest episode a transition was added to; older ones are over
+        self._ended: set[int] = set()  # episodes declared over by end_episode, not older than the newest
         self.added = 0
         self.labelled_total = 0
         self.dropped: collections.Counter[str] = collections.Counter()
@@ -133,24 +158,34 @@ class RelabelBuffer:
     def add(self, transition: ChunkTransition) -> None:
         """Hold a transition until the answer for its end frame (request ``chunk + 1``) arrives."""
         with self._lock:
+            episode = transition.episode
+            key = (episode, transition.chunk)
             transition.added_ns = self._clock()
-            self._pending[(transition.episode, transition.chunk)] = transition
+            if key not in self._pending:
+                self._pending_per_episode[episode] = self._pending_per_episode.get(episode, 0) + 1
+            self._pending[key] = transition
             self.added += 1
-            self._try_label(transition.episode, transition.chunk)
+            if episode > self._newest_episode:  # the episodes before it are over
+                self._newest_episode = episode
+                self._ended = {e for e in self._ended if e >= episode}
+                for old in [e for e in self._answers if e < episode]:
+                    self._forget_if_resolved(old)
+            self._try_label(episode, transition.chunk)
 
     def on_answer(self, answer: RewardAnswer) -> None:
         """Feed one client answer (late/duplicate ones are ignored: the final one decided)."""
         if not answer.final:
             return
         with self._lock:
-            key = (answer.episode, answer.index)
+            episode = answer.episode
+            if self._over(episode) and episode not in self._pending_per_episode:
+                return  # no transition of a finished episode is left to use it
             usable = answer.usable
-            self._progress[key] = answer.progress if usable else None
-            self._node_reward[key] = answer.reward if usable else None
-            if not usable:
-                self._failure[key] = answer.outcome.value
-            self._try_label(answer.episode, answer.index - 1)
-            self._try_label(answer.episode, answer.index)
+            self._answers.setdefault(episode, {})[answer.index] = _Boundary(
+                answer.progress if usable else None, answer.reward if usable else None,
+                "" if usable else answer.outcome.value)
+            self._try_label(episode, answer.index - 1)
+            self._try_label(episode, answer.index)
 
     def expire(self) -> int:
         """``drop_after_timeout``: drop pending transitions older than ``timeout_s``; returns how many."""
@@ -165,14 +200,13 @@ class RelabelBuffer:
         return len(old)
 
     def end_episode(self, episode: int) -> None:
-        """Forget the per-request progress of a finished, fully resolved episode (memory)."""
+        """Declare ``episode`` over (no more transitions come for it): its answers are forgotten
+        now if none of its transitions is pending, else when the last one is labelled or dropped.
+        Optional: adding a transition of a later episode declares it over too."""
         with self._lock:
-            if any(k[0] == episode for k in self._pending):
-                return
-            for key in [k for k in self._progress if k[0] == episode]:
-                del self._progress[key]
-                self._node_reward.pop(key, None)
-                self._failure.pop(key, None)
+            if episode >= self._newest_episode:
+                self._ended.add(episode)
+            self._forget_if_resolved(episode)
 
     # --- sampling ------------------------------------------------------------------------------
     @property
@@ -219,44 +253,64 @@ class RelabelBuffer:
             return list(self._labelled)
 
     # --- internals (lock held) -----------------------------------------------------------------
+    def _over(self, episode: int) -> bool:
+        return episode < self._newest_episode or episode in self._ended
+
+    def _forget_if_resolved(self, episode: int) -> None:
+        """Forget an episode's answers once it is over and none of its transitions is pending."""
+        if self._over(episode) and episode not in self._pending_per_episode:
+            self._answers.pop(episode, None)
+
+    def _resolve(self, key: tuple[int, int]) -> ChunkTransition | None:
+        """Take a transition out of the pending ones (it was labelled or dropped)."""
+        t = self._pending.pop(key, None)
+        if t is not None:
+            episode = key[0]
+            left = self._pending_per_episode[episode] - 1
+            if left:
+                self._pending_per_episode[episode] = left
+            else:
+                del self._pending_per_episode[episode]
+                self._forget_if_resolved(episode)
+        return t
+
     def _drop(self, key: tuple[int, int], reason: str) -> None:
-        if self._pending.pop(key, None) is not None:
+        if self._resolve(key) is not None:
             self.dropped[reason] += 1
 
     def _try_label(self, episode: int, chunk: int) -> None:
         t = self._pending.get((episode, chunk))
         if t is None:
             return
-        end_key = (episode, chunk + 1)
-        if end_key not in self._progress:
+        answers = self._answers.get(episode, {})
+        end = answers.get(chunk + 1)
+        if end is None:
             return
-        p_end = self._progress[end_key]
+        p_end = end.progress
         if p_end is None:
-            self._drop((episode, chunk), self._failure.get(end_key, "failed"))
+            self._drop((episode, chunk), end.failure or "failed")
             return
         mode = self.settings.reward_mode
         if mode == "progress":
             reward = p_end
         elif mode == "node":
-            node = self._node_reward.get(end_key)
-            if node is None:
+            if end.node_reward is None:
                 self._drop((episode, chunk), "no_node_reward")
                 return
-            reward = node
+            reward = end.node_reward
         else:
-            start_key = (episode, chunk)
-            if start_key not in self._progress:
+            start = answers.get(chunk)
+            if start is None:
                 return
-            p_start = self._progress[start_key]
-            if p_start is None:
+            if start.progress is None:
                 self._drop((episode, chunk), "predecessor_failed")
                 return
             discount = self.settings.gamma ** self.settings.horizon if mode == "potential" else 1.0
-            reward = discount * p_end - p_start
+            reward = discount * p_end - start.progress
         if not math.isfinite(reward):
             self._drop((episode, chunk), "non_finite")
             return
-        del self._pending[(episode, chunk)]
+        self._resolve((episode, chunk))
         t.progress = p_end
         t.reward = self.settings.chunk_return(reward)
         self._labelled.append(t)

@@ -3,9 +3,17 @@
 Publishes ``goal`` (std_msgs/String, transient local, like the node's subscription), the node's
 ``~/reset`` (std_msgs/Empty) and ``~/request`` (std_msgs/Header: stamp = frame to score,
 frame_id = request id) and subscribes to its ``~/estimate``. ``node_name`` is the reward node's
-fully qualified name (``/sole_r1_reward`` by default), so its private topics resolve. Timeouts run
-on the node's clock (ROS time: ``use_sim_time`` works) unless ``steady_timeouts`` is set, which
-uses the monotonic wall clock (a paused simulation then still times requests out).
+fully qualified name (``/sole_r1_reward`` by default), so its private topics resolve.
+
+Clocks: a steady-clock timer polls the client (delayed sends, retries, timeouts), so the polling
+itself never waits for ``/clock``. What the client measures its timeouts, send delays and retry
+delays on (and stamps ``sent_ns``/``received_ns`` with) is ``steady_timeouts``:
+
+- ``True`` (the default): the monotonic wall clock. A paused or dead simulation clock cannot
+  stall them: a lost answer still times out after ``timeout_s`` of wall time.
+- ``False``: the node's ROS clock (sim time under ``use_sim_time``), so ``timeout_s`` is
+  simulated seconds. While ``/clock`` is paused nothing times out and no delayed request or
+  retry goes out; if ``/clock`` stops for good, a lost answer never times out.
 """
 
 from __future__ import annotations
@@ -34,12 +42,14 @@ def create_ros_reward_client(
     goal_topic: str = "goal",
     settings: ClientSettings | None = None,
     on_answer: Callable[[RewardAnswer], None] | None = None,
-    steady_timeouts: bool = False,
+    steady_timeouts: bool = True,
     poll_period_s: float = 0.01,
 ) -> RewardClient:
     """A :class:`RewardClient` wired to ``node``'s publishers and an ``~/estimate`` subscription
     (answers are matched in ``node``'s executor callbacks, and a timer polls the client every
-    ``poll_period_s``: delayed sends, retries, timeouts)."""
+    ``poll_period_s``: delayed sends, retries, timeouts). ``steady_timeouts``: measure the
+    client's timeouts and delays on the monotonic clock (default) rather than ROS time; see the
+    module docstring."""
     base = node_name.rstrip("/")
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
@@ -71,7 +81,9 @@ def create_ros_reward_client(
 
     node.create_subscription(String, f"{base}/estimate", on_estimate,
                              QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
-    # delayed sends, retries and timeouts; on the steady clock so a paused /clock cannot stall them
+    # delayed sends, retries and timeouts. The timer is steady, so poll() runs while /clock is
+    # paused; whether a timeout is then due depends on clock() above (ROS time with
+    # steady_timeouts=False: a paused or dead /clock stalls timeouts and delays)
     def poll() -> None:
         client.poll()
 

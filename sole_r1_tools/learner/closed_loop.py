@@ -133,7 +133,7 @@ def run_in_process(out: Path, *, task: str, policy: str, loop: Any, sac_seed: in
     out.mkdir(parents=True, exist_ok=True)
     (out / "learner.jsonl").unlink(missing_ok=True)
     env = LocalChunkEnv(TabletopEnv(task, max_steps=loop.horizon * loop.chunks_per_episode, max_step_m=max_step_m))
-    buffer = RelabelBuffer(BufferSettings(horizon=loop.horizon))
+    buffer = RelabelBuffer(BufferSettings(horizon=loop.horizon), clock=time.monotonic_ns)
     client = ground_truth_client(env, on_answer=buffer.on_answer)
     obs_dim = env.env.observation_space.shape[0]
     agent = ChunkSAC(obs_dim, 3, SacSettings(horizon=loop.horizon), seed=sac_seed) if policy == "sac" else None

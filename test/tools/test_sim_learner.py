@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -16,7 +18,7 @@ from sole_r1_tools.sim.env import TabletopEnv
 def _learner(policy: str, steps: int = 120) -> tuple[ChunkLearner, LocalChunkEnv, RelabelBuffer]:
     torch.set_num_threads(1)
     env = LocalChunkEnv(TabletopEnv("reach", max_steps=20, size=(64, 48)))
-    buffer = RelabelBuffer(BufferSettings(horizon=4))
+    buffer = RelabelBuffer(BufferSettings(horizon=4), clock=time.monotonic_ns)
     client = ground_truth_client(env, on_answer=buffer.on_answer)
     agent = ChunkSAC(9, 3, SacSettings(horizon=4, hidden=32, batch_size=16), seed=0) if policy == "sac" else None
     loop = LoopSettings(total_steps=steps, warmup_steps=40, updates_per_chunk=1, batch_size=16, eval_every=60,

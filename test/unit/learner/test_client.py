@@ -295,3 +295,42 @@ def test_old_final_requests_are_forgotten() -> None:
     assert len(client._pending) <= 4
     forgotten = client.handle_estimate(node.estimate("c1:0:0", 100, step=0))
     assert forgotten is not None and forgotten.outcome is Outcome.UNSOLICITED
+
+
+def test_no_resend_after_a_newer_request_went_out() -> None:
+    """The retry was decided while k was the newest; k + 1 went out before it was due: resending k
+    now would make the node score k + 1 then k."""
+    node = FakeNode()
+    client = node.client(max_retries=2, retry_delay_s=0.01)
+    _anchor(node, client)
+    older = client.request(200)
+    retry = client.handle_estimate(node.estimate("c1:0:1", None, status="not_aligned:external", step=None,
+                                                 progress=None, views={"external": 150}))
+    assert retry is not None and retry.outcome is Outcome.RETRYING and not older.done()
+    client.request(300)  # before the retry is due
+    sent = list(node.requests)
+    node.now = int(0.02e9)
+    client.poll()
+    assert node.requests == sent  # k was not sent again
+    final = older.result(timeout=0)
+    assert final.outcome is Outcome.NODE_FAILURE and final.final and not final.usable
+    assert "newer request" in final.detail and "c1:0:2" in final.detail
+    assert final.status == "not_aligned:external"
+    assert client.in_flight() == 1  # only k + 1
+    assert [a.outcome for a in node.delivered if a.request_id == "c1:0:1"] == [Outcome.RETRYING, Outcome.NODE_FAILURE]
+
+
+def test_no_resend_after_the_episode_changed() -> None:
+    node = FakeNode()
+    client = node.client(max_retries=2, retry_delay_s=0.01)
+    client.begin_episode("reach")
+    anchor = client.request(100)
+    client.handle_estimate(node.estimate("c1:0:0", None, status="no_frames", step=None, progress=None))
+    assert not anchor.done()
+    client.begin_episode("reach")  # a reset before the retry was due
+    sent = list(node.requests)
+    node.now = int(0.02e9)
+    client.poll()
+    assert node.requests == sent
+    answer = anchor.result(timeout=0)
+    assert answer.outcome is Outcome.NODE_FAILURE and "episode" in answer.detail

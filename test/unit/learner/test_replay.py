@@ -31,7 +31,12 @@ class Clock:
 
 
 def _buffer(**kw: object) -> RelabelBuffer:
-    return RelabelBuffer(BufferSettings(**kw))  # type: ignore[arg-type]
+    return RelabelBuffer(BufferSettings(**kw), clock=Clock())  # type: ignore[arg-type]
+
+
+def _entries(buf: RelabelBuffer) -> int:
+    """Per-request entries the buffer holds, over all episodes."""
+    return sum(len(answers) for answers in buf._answers.values())
 
 
 @pytest.mark.parametrize(("mode", "expected"), [
@@ -177,7 +182,7 @@ def test_capacity_and_end_episode() -> None:
         buf.on_answer(_answer(0, k + 1, 0.1 * (k + 1)))
     assert len(buf) == 2 and buf.labelled_total == 3
     buf.end_episode(0)
-    assert not buf._progress
+    assert not buf._answers
 
 
 def test_non_finite_reward_is_dropped() -> None:
@@ -200,3 +205,81 @@ def test_node_mode_without_a_node_reward() -> None:
 def test_settings_are_validated(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         BufferSettings(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["progress", "delta"])
+def test_per_request_entries_stay_bounded_over_many_episodes(mode: str) -> None:
+    """Without end_episode: an episode's entries go once a later episode's transition is added
+    and all of its own are labelled or dropped (here the last one by a late final answer that
+    arrives in the next episode). Evaluation episodes (answers, no transitions) go too."""
+    buf = RelabelBuffer(BufferSettings(reward_mode=mode), clock=Clock())
+    late: RewardAnswer | None = None
+    episode = 0
+    for n in range(200):
+        train, episode = episode, episode + 1
+        buf.on_answer(_answer(train, 0, 0.0))
+        for k in range(5):
+            buf.add(_t(train, k))
+            if k == 0 and late is not None:
+                buf.on_answer(late)  # the previous episode's last answer, after this one began
+                late = None
+            if k == 2 and n % 3 == 0:
+                buf.on_answer(_answer(train, k + 1, None, Outcome.NODE_FAILURE))
+            elif k < 4 or n % 2 == 0:
+                buf.on_answer(_answer(train, k + 1, 0.1 * k))
+            else:
+                late = _answer(train, k + 1, 0.9)
+        if n % 10 == 0:  # an evaluation episode: anchor and final frame, no transitions
+            evaluation, episode = episode, episode + 1
+            buf.on_answer(_answer(evaluation, 0, 0.0))
+            buf.on_answer(_answer(evaluation, 1, 0.5))
+        assert len(buf._answers) <= 3 and _entries(buf) <= 14
+    assert buf.added == 1000 and buf.pending == 1  # the last episode's last answer is still out
+    assert buf.labelled_total + sum(buf.dropped.values()) == 999
+    assert len(buf._answers) == 1 and _entries(buf) == 5  # the current episode's answers only
+    assert len(buf._pending_per_episode) == 1 and not buf._ended
+
+
+def test_answers_for_a_finished_episode_are_not_kept() -> None:
+    buf = _buffer()
+    buf.on_answer(_answer(0, 0, 0.0))
+    buf.add(_t(0, 0))
+    buf.on_answer(_answer(0, 1, 0.5))
+    buf.add(_t(1, 0))  # episode 0 is over, and resolved
+    assert set(buf._answers) == set()
+    buf.on_answer(_answer(0, 1, 0.5))  # a repeat of a final answer: nothing can use it
+    assert 0 not in buf._answers and len(buf) == 1
+
+
+def test_end_episode_while_pending_forgets_once_the_last_one_is_resolved() -> None:
+    """end_episode need not be called again: the entries go when the last transition is labelled."""
+    buf = _buffer()
+    buf.on_answer(_answer(0, 0, 0.0))
+    buf.add(_t(0, 0))
+    buf.add(_t(0, 1))
+    buf.on_answer(_answer(0, 1, 0.5))
+    buf.end_episode(0)
+    assert buf.pending == 1 and _entries(buf) == 2
+    buf.on_answer(_answer(0, 2, 0.7))
+    assert buf.pending == 0 and not buf._answers and len(buf) == 2
+
+
+def test_expiring_the_last_transition_forgets_its_episode() -> None:
+    clock = Clock()
+    buf = RelabelBuffer(BufferSettings(policy="drop_after_timeout", timeout_s=1.0), clock=clock)
+    buf.on_answer(_answer(0, 0, 0.0))
+    buf.add(_t(0, 0))
+    buf.end_episode(0)
+    clock.now = int(2e9)
+    assert buf.expire() == 1
+    assert not buf._answers and not buf._pending_per_episode
+
+
+def test_drop_after_timeout_needs_a_clock() -> None:
+    """Without a clock the timeout would never fire (every transition added at time 0, forever)."""
+    with pytest.raises(ValueError, match="clock"):
+        RelabelBuffer(BufferSettings(policy="drop_after_timeout"))
+    with pytest.raises(ValueError, match="clock"):
+        RelabelBuffer()  # drop_after_timeout is the default policy
+    for policy in ("wait", "relabelled_ratio"):
+        RelabelBuffer(BufferSettings(policy=policy))  # no timeout: no clock needed
