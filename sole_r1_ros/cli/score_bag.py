@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sole_r1_ros.errors import SoleR1Error
+from sole_r1_ros.errors import InferenceError, ModelLoadError, SoleR1Error
 from sole_r1_ros.offline.bag_scoring import ScoringSettings
+from sole_r1_ros.offline.journal import holds_finished_steps
 from sole_r1_ros.offline.many_bags import BagJob, output_dirs, score_bags
 from sole_r1_ros.offline.one_bag import partial_dir, score_into
 from sole_r1_ros.offline.plan import GOAL_RULE_TEXT, Plan, parse_camera_specs, plan_scoring
@@ -158,9 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except (SoleR1Error, OSError) as err:
-        if partial.exists() and not isinstance(err, OSError):
-            shutil.rmtree(partial, ignore_errors=True)
         print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, (ModelLoadError, InferenceError, OSError)) and holds_finished_steps(partial):
+            # the model (or the disk) failed, not the input: a re-run resumes the finished steps
+            print(f"finished steps are kept in '{partial}'; re-run the same command to resume", file=sys.stderr)
+        elif partial.exists() and not isinstance(err, OSError):
+            shutil.rmtree(partial, ignore_errors=True)
         return 2
     try:
         print_summary(scored.rows, summary, out, plan.bag_info["start_ns"])

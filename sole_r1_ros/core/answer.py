@@ -20,7 +20,7 @@ _ANSWER_CLOSED = re.compile(r"<answer>(.*?)</answer", re.DOTALL)
 _ANSWER_OPEN = re.compile(r"<answer>(.*)\Z", re.DOTALL)
 _THINK_CLOSED = re.compile(r"<think>(.*?)</think", re.DOTALL)
 _THINK_OPEN = re.compile(r"<think>(.*?)(?:<answer>|\Z)", re.DOTALL)
-_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"[+-]?[0-9]{1,6}(?:\.[0-9]{1,6})?")  # ASCII digits; bounded, so float() stays finite
 
 
 class ParseStatus(str, Enum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +18,23 @@ class MediaError(InputError):
     """A video or image folder that cannot be read."""
 
 
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key reading runs of digits as numbers: ``frame_2`` before ``frame_10``."""
+    parts = re.split(r"([0-9]+)", name)  # odd indexes: the digit runs
+    return tuple((0, int(part)) if i % 2 else (1, part) for i, part in enumerate(parts))
+
+
 def iter_frames(source: str | Path, *, fps: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(time_ns, rgb)`` from a video file or an image folder (sorted by file name).
+    """Yield ``(time_ns, rgb)`` from a video file or an image folder (in natural order of the file
+    names, so ``frame_2.png`` comes before ``frame_10.png``).
 
     Image folders have no clock: ``fps`` (default 1.0) spaces them. For videos the container's
     frame rate is used unless ``fps`` overrides it.
     """
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                       key=lambda p: natural_key(p.name))
         if not files:
             raise MediaError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder '{path}'")
         rate = fps or 1.0

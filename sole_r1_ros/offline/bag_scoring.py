@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +86,18 @@ def _nearest_value(series: dict[int, float], t: int) -> float | None:
     return series[key]
 
 
+# how the model is reached, not what it answers: changing them keeps a journal resumable
+TRANSPORT_SETTINGS = ("timeout_s", "max_concurrency", "retries", "retry_backoff_s", "retry_backoff_max_s",
+                      "startup_wait_s", "cpu_threads", "ca_bundle", "api_key_env")
+
+
 def run_fingerprint(plan: Plan, settings: ScoringSettings) -> str:
-    """The journal fingerprint of scoring ``plan`` with ``settings``."""
+    """The journal fingerprint of scoring ``plan`` with ``settings`` (all but the transport ones)."""
+    model = {k: v for k, v in asdict(settings.model).items() if k not in TRANSPORT_SETTINGS}
     return fingerprint(
-        {"bag": plan.bag_info, "cameras": plan.cameras, "goal": plan.goal, "goal_topic": plan.goal_topic},
-        [settings.model, settings.decoding, settings.scheduled_worker, settings.reward],
+        {"bag": plan.bag_info, "cameras": plan.cameras, "goal": plan.goal, "goal_topic": plan.goal_topic,
+         "model": model},
+        [settings.decoding, settings.scheduled_worker, settings.reward],
     )
 
 

@@ -51,6 +51,16 @@ def test_media_reading_and_subsampling(tmp_path: Path) -> None:
         list(iter_frames(tmp_path / "empty"))
 
 
+def test_an_image_folder_is_read_in_natural_order(tmp_path: Path) -> None:
+    """frame_2 comes before frame_10 (a plain sort would shuffle the episode)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (1, 2, 10, 11, 3):
+        cv2.imwrite(str(folder / f"frame_{i}.png"), np.full((8, 8, 3), i, dtype=np.uint8))
+    levels = [int(rgb[0, 0, 0]) for _, rgb in iter_frames(folder, fps=1.0)]
+    assert levels == [1, 2, 3, 10, 11]
+
+
 def test_scores_a_video_and_writes_jsonl(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

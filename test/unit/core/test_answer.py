@@ -97,3 +97,10 @@ def test_a_cut_reply_never_reads_as_another_number(value: int, data: st.DataObje
             assert parsed.percent is None, prefix
         if parsed.percent is None:
             assert parsed.reason
+
+
+@pytest.mark.parametrize("digits", ["9" * 400, "1" + "0" * 320 + ".5", "٤٥"])
+def test_a_huge_or_non_ascii_number_is_invalid_not_an_exception(digits: str) -> None:
+    """A repetition loop can write hundreds of digits (float() would overflow in round())."""
+    parsed = parse_answer(f"<answer>{digits}%</answer>")
+    assert parsed.percent is None and parsed.status is ParseStatus.INVALID_NUMBER

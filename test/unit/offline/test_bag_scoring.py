@@ -11,6 +11,7 @@ import pytest
 from bag_fixtures import T0, write_bag
 from sole_r1_ros.backends.transformers_backend import TransformersBackend
 from sole_r1_ros.cli import score_bag
+from sole_r1_ros.errors import InferenceError, ModelLoadError
 from sole_r1_ros.messages.bags import BagReader
 from sole_r1_ros.offline import one_bag, outputs
 
@@ -144,6 +145,35 @@ def test_interrupt_then_resume_gives_the_uninterrupted_result(tmp_path: Path, mo
     strip = lambda rs: [{k: v for k, v in x.items() if k not in ("timings", "episode_id")} for x in rs]  # noqa: E731
     assert strip(rows(out)) == strip(rows(reference))
     assert not (tmp_path / "out.partial").exists()
+
+
+def test_a_failed_call_before_the_interrupt_never_shifts_replies_onto_other_frames(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 2nd call fails (a server timeout, say: not journaled), the 5th is interrupted. The
+    resume asks the failed step again, so the journal parts from the run there: its later
+    replies must not be handed to the frames after it."""
+    bag = write_bag(tmp_path / "bag")
+    reference = tmp_path / "reference"
+    assert score(bag, reference) == 0
+    real_generate = TransformersBackend.generate
+    calls = {"n": 0}
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise InferenceError("server timed out")
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_generate(self, *a, **kw)
+
+    monkeypatch.setattr(TransformersBackend, "generate", flaky)
+    out = tmp_path / "out"
+    assert score(bag, out) == 130
+    monkeypatch.setattr(TransformersBackend, "generate", real_generate)
+    assert score(bag, out) == 0
+    strip = lambda rs: [{k: v for k, v in x.items() if k not in ("timings", "episode_id")} for x in rs]  # noqa: E731
+    assert strip(rows(out)) == strip(rows(reference))  # the same as a run that never failed
+    assert json.loads((out / "summary.json").read_text())["replayed_steps"] == 1  # only the call before the failure
 
 
 def test_changed_settings_do_not_resume_a_stale_journal(tmp_path: Path) -> None:
@@ -289,3 +319,48 @@ def test_interrupt_once_outputs_are_complete_exits_0(tmp_path: Path, monkeypatch
         "estimates.csv", "estimates.jsonl", "plot.png", "results", "summary.json"
     ]  # the journal the rename carried along is gone, as after an uninterrupted commit
     assert not (tmp_path / "out2.partial").exists()
+
+
+def test_a_model_that_fails_to_load_on_the_re_run_keeps_the_finished_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    bag = write_bag(tmp_path / "bag")
+    real_generate = TransformersBackend.generate
+    calls = {"n": 0}
+
+    def interrupted(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_generate(self, *a, **kw)
+
+    monkeypatch.setattr(TransformersBackend, "generate", interrupted)
+    out = tmp_path / "out"
+    assert score(bag, out) == 130
+    journal = tmp_path / "out.partial" / "journal.jsonl"
+    before = journal.read_text()
+    monkeypatch.setattr(TransformersBackend, "__init__", lambda self, options: (_ for _ in ()).throw(
+        ModelLoadError("the GPU is busy")))
+    capsys.readouterr()
+    assert score(bag, out) == 2
+    err = capsys.readouterr().err
+    assert "the GPU is busy" in err and "re-run the same command to resume" in err
+    assert journal.read_text() == before
+
+
+def test_the_fingerprint_ignores_how_the_model_is_reached(tmp_path: Path) -> None:
+    """A re-run with a longer timeout or more retries resumes; one that decodes differently does not."""
+    from dataclasses import replace
+
+    from sole_r1_ros.offline.bag_scoring import ScoringSettings, run_fingerprint
+    from sole_r1_ros.offline.plan import plan_scoring
+    from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings
+
+    plan = plan_scoring(write_bag(tmp_path / "bag", n=8), cameras=None, goal="g", goal_topic=None,
+                        ground_truth_topic=None, max_goal_chars=1000)
+    base = ScoringSettings(model=ModelSettings(backend="server", url="http://gpu:8000"))
+    same = replace(base, model=replace(base.model, timeout_s=600.0, retries=9, max_concurrency=2, startup_wait_s=1.0))
+    other = replace(base, decoding=DecodingSettings(max_new_tokens=64))
+    assert run_fingerprint(plan, same) == run_fingerprint(plan, base)
+    assert run_fingerprint(plan, other) != run_fingerprint(plan, base)
+    assert run_fingerprint(plan, replace(base, model=replace(base.model, name="other-model"))) != run_fingerprint(
+        plan, base)
