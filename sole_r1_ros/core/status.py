@@ -22,6 +22,7 @@ class EstimateStatus(str, Enum):
     DECODE_ERROR = "decode_error"  # a frame could not be decoded
     GOAL_REJECTED = "goal_rejected"  # a new goal was refused (empty, too long, control characters): episode unchanged
     REQUEST_REFUSED = "request_refused"  # a ~/request reached a node in rate mode: nothing was scored for it
+    OUT_OF_ORDER = "out_of_order"  # a requested frame older than the episode's last scored one: episode unchanged
 
     def __str__(self) -> str:
         return self.value

@@ -180,8 +180,10 @@ class RewardClient:
         return self._episode
 
     def begin_episode(self, goal: str) -> int:
-        """Start a new episode: publish ``goal`` when it differs from the last one, else a reset.
-        Returns the local episode number; its first :meth:`request` is the anchor (step 0)."""
+        """Start a new episode: publish ``goal`` when it differs from the last one, else a reset;
+        this client's first episode publishes both, since the node may hold that goal already (a
+        restarted learner) and would then go on with its episode. Returns the local episode
+        number; its first :meth:`request` is the anchor (step 0)."""
         goal = goal.strip()
         if not goal:
             raise ValueError("goal must not be empty")
@@ -189,13 +191,13 @@ class RewardClient:
             with self._lock:
                 self._episode += 1
                 self._episodes[self._episode] = _EpisodeState(goal=goal)
-                same = goal == self._goal
+                same, first = goal == self._goal, not self._goal
                 self._goal = goal
                 episode = self._episode
-            if same:
-                self._publish_reset()
-            else:
+            if not same:
                 self._publish_goal(goal)
+            if same or first:
+                self._publish_reset()
         return episode
 
     def request(self, stamp_ns: int) -> Future[RewardAnswer]:

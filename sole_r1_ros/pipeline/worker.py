@@ -490,6 +490,14 @@ class RewardWorker:
                 self.stats.last_failure = f"{selection.reason}: {selection.detail}"
             return self._fail(job, selection.status, self._with_hint(selection.status, selection.detail), slot,
                               role=selection.role, stamp_ns=selection.stamp_ns, views=selection.views)
+        previous = slot.episode.previous
+        if previous is not None and selection.stamp_ns < previous.stamp_ns:
+            # steps are sequential: scoring an older frame would make it the episode's "previous"
+            return self._fail(job, EstimateStatus.OUT_OF_ORDER,
+                              f"frame {selection.stamp_ns} is older than the episode's last scored frame "
+                              f"{previous.stamp_ns}; the episode is left as it was", slot,
+                              stamp_ns=selection.stamp_ns,
+                              views={r: f.stamp_ns for r, f in selection.frames.items()})
         views: dict[str, np.ndarray] = {}
         for role, frame in selection.frames.items():
             try:

@@ -319,3 +319,24 @@ def test_the_inference_thread_survives_an_error_in_publishing() -> None:
         assert worker.stop(5)
     assert calls["n"] == 4 and len(published) == 3
     assert worker.stats.internal_errors == 1 and "publisher gone" in worker.stats.last_failure
+
+
+def test_a_request_for_a_frame_older_than_the_last_scored_one_leaves_the_episode_alone() -> None:
+    """Requests k+1 then k (a learner's late resend): k must not become the episode's previous frame."""
+    rig = Rig(ScriptedModel(default="<answer>30%</answer>"), mode="request")
+    rig.worker.set_goal("g")
+    for t in (0, 100, 200):
+        rig.frame(t)
+    rig.worker.request(0, "anchor")
+    rig.worker.request(200 * MS, "k+1")
+    rig.worker.request(100 * MS, "k")
+    rig.worker.run_pending()
+    out = {e["request_id"]: e for e in rig.json()}
+    assert out["k+1"]["status"] == "ok" and out["k+1"]["step"] == 1
+    assert out["k"]["status"] == "out_of_order" and "older than the episode's last scored frame" in out["k"]["detail"]
+    assert out["k"]["progress"] is None and out["k"]["views"] == {"external": 100 * MS, "wrist": 100 * MS}
+    rig.frame(300)
+    rig.worker.request(300 * MS, "k+2")
+    rig.worker.run_pending()
+    nxt = rig.json()[-1]
+    assert nxt["status"] == "ok" and nxt["step"] == 2 and nxt["prev_stamp_ns"] == 200 * MS
