@@ -27,13 +27,14 @@ from typing import Any, cast
 import numpy as np
 from PIL import Image
 
+from sole_r1_ros.backends.wrappers import PerStepSeedModel
 from sole_r1_ros.core.goal import validate_goal
 from sole_r1_ros.core.scorer import Episode, Estimate, ProgressScorer, build_scorer
 from sole_r1_ros.core.status import EstimateStatus
 from sole_r1_ros.errors import SoleR1Error
 from sole_r1_ros.messages.video import iter_frames, subsample
 from sole_r1_ros.offline.plot import ThumbnailSampler, plot
-from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS, PerStepSeedModel
+from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS
 from sole_r1_ros.offline.video_report import AnnotatedVideoWriter, views_image
 from sole_r1_ros.settings.cli import add_setting_arguments, settings_from_args
 from sole_r1_ros.settings.generation import GenerationSettings

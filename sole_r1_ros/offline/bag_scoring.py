@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from sole_r1_ros.backends.wrappers import PerStepSeedModel
 from sole_r1_ros.core.goal import GoalError
 from sole_r1_ros.core.scorer import ProgressScorer
 from sole_r1_ros.errors import ConfigError
@@ -28,7 +29,7 @@ from sole_r1_ros.offline.journal import JournaledModel, fingerprint, open_journa
 from sole_r1_ros.offline.loading import load_scorer
 from sole_r1_ros.offline.plan import Plan, ScoreBagError, plan_scoring
 from sole_r1_ros.offline.plot import ThumbnailSampler
-from sole_r1_ros.offline.seeding import OFFLINE_SEED, PerStepSeedModel
+from sole_r1_ros.offline.seeding import OFFLINE_SEED
 from sole_r1_ros.pipeline.frame_buffer import FrameSelector
 from sole_r1_ros.pipeline.result import RewardResult
 from sole_r1_ros.pipeline.worker import RewardWorker

@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 from sole_r1_ros.backends.contract import BatchTimings, Conversation, Generation, VisionLanguageModel
-from sole_r1_ros.offline.model_wrappers import DelegatingModel
+from sole_r1_ros.backends.wrappers import DelegatingModel
 from sole_r1_ros.settings.generation import GenerationSettings
 
 LOG = logging.getLogger("score_bag")

@@ -44,6 +44,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Empty, Float32, Header, String
 
+from sole_r1_ros.backends.wrappers import PerStepSeedModel
 from sole_r1_ros.core.goal import GoalError
 from sole_r1_ros.core.scorer import build_scorer
 from sole_r1_ros.core.status import EstimateStatus
@@ -98,6 +99,9 @@ class RewardNode(Node):
 
         self.get_logger().info(f"loading model '{model.path or '<built-in default>'}' ({model.backend}) ...")
         scorer = build_scorer(model, decoding)
+        # a seeded node gives each model call its own seed, as score_bag does (one seed for every
+        # call would correlate the sampling noise of all steps)
+        scorer.model = PerStepSeedModel(scorer.model)
         self.model_info = scorer.model.describe()
         self.get_logger().info(f"model loaded: {self.model_info}")
 

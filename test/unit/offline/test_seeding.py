@@ -6,7 +6,8 @@ import argparse
 from collections.abc import Sequence
 
 from sole_r1_ros.backends.contract import Generation, VisionLanguageModel
-from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS, OFFLINE_SEED, PerStepSeedModel, step_seed
+from sole_r1_ros.backends.wrappers import PerStepSeedModel, step_seed
+from sole_r1_ros.offline.seeding import OFFLINE_DECODING_OPTIONS, OFFLINE_SEED
 from sole_r1_ros.settings.cli import add_setting_arguments, settings_from_args
 from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import DecodingSettings
