@@ -40,6 +40,9 @@ from sole_r1_ros.settings.cli import add_setting_arguments, settings_from_args
 from sole_r1_ros.settings.generation import GenerationSettings
 from sole_r1_ros.settings.groups import DecodingSettings, ModelSettings
 
+# the node's default align_tolerance: a wrist frame further from the scene frame is not its pair
+PAIR_TOLERANCE_NS = 50_000_000
+
 
 def _paired_frames(
     scene: str, wrist: str | None, fps: float | None
@@ -48,8 +51,25 @@ def _paired_frames(
         for stamp, frame in iter_frames(scene, fps=fps):
             yield stamp, {"external": frame}
         return
-    for (stamp, a), (_, b) in zip(iter_frames(scene, fps=fps), iter_frames(wrist, fps=fps)):
-        yield stamp, {"external": a, "wrist": b}
+    yield from pair_by_time(iter_frames(scene, fps=fps), iter_frames(wrist, fps=fps))
+
+
+def pair_by_time(scene: Iterator[tuple[int, np.ndarray]], wrist: Iterator[tuple[int, np.ndarray]],
+                 tolerance_ns: int = PAIR_TOLERANCE_NS) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Each scene frame with the wrist frame nearest in media time, when one lies within
+    ``tolerance_ns`` (scene frames without one are left out): videos of different frame rates or
+    lengths pair by time, not by index."""
+    previous: tuple[int, np.ndarray] | None = None
+    upcoming = next(wrist, None)
+    for stamp, frame in scene:
+        while upcoming is not None and upcoming[0] <= stamp:  # the last wrist frame at or before it
+            previous, upcoming = upcoming, next(wrist, None)
+        candidates = [c for c in (previous, upcoming) if c is not None]
+        if not candidates:
+            return
+        best = min(candidates, key=lambda c: abs(c[0] - stamp))
+        if abs(best[0] - stamp) <= tolerance_ns:
+            yield stamp, {"external": frame, "wrist": best[1]}
 
 
 def _subsampled(

@@ -155,3 +155,18 @@ def test_default_sampling_is_seeded(tiny_model_dir: Path, tmp_path: Path, capsys
     text = capsys.readouterr().out
     assert "decoding: sampled (temperature 1, top-p 0.9, top-k 50" in text
     assert "seed 0 (one derived seed per step)" in text
+
+
+def test_scene_and_wrist_pair_by_time_not_by_index() -> None:
+    """A 30 fps scene with a 15 fps wrist video: each scene frame gets the wrist frame of its time."""
+    from sole_r1_ros.cli.score_clip import pair_by_time
+
+    scene = ((round(i * 1e9 / 30), np.full((2, 2, 3), i, np.uint8)) for i in range(60))  # 2 s
+    wrist = ((round(j * 1e9 / 15), np.full((2, 2, 3), j, np.uint8)) for j in range(20))  # 1.33 s only
+    pairs = list(pair_by_time(scene, wrist))
+    wrist_times = [round(j * 1e9 / 15) for j in range(20)]
+    for stamp, views in pairs:  # the nearest wrist frame in time (by index it would be frame i, twice as late)
+        nearest = min(range(20), key=lambda j: abs(wrist_times[j] - stamp))
+        assert int(views["wrist"][0, 0, 0]) == nearest and abs(wrist_times[nearest] - stamp) <= 50_000_000
+    assert [int(v["wrist"][0, 0, 0]) for _, v in pairs[:4]] == [0, 0, 1, 1]
+    assert pairs[-1][0] <= round(19 * 1e9 / 15) + 50_000_000  # scene frames past the wrist video are left out
