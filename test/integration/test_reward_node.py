@@ -712,14 +712,23 @@ def test_parameter_services_answer_while_model_busy(fleet: Fleet, slow_node: Rew
 def test_sigint_while_scoring_exits_cleanly(fleet: Fleet, small_queue_node: RewardNodeUnderTest,
                                             request_frames: dict[str, list[int]]) -> None:
     """Request mode makes "while scoring" certain: after one answer the next request is in the model."""
+    from std_msgs.msg import Empty
+
     node = small_queue_node
-    stamps = request_frames["external"][-3:]
-    ids = ["stop0", "stop1", "stop2"]
+    stamps = request_frames["external"][-2:]
+    ids = ["stop0", "stop1"]  # within the queue (2): the anchor (no model call), then a model step
+    # a fresh episode: earlier tests scored these frames, and a frame older than the episode's
+    # last scored one is answered out_of_order without the model
+    resets = node.process.output().count("episode reset: ")
+    reset_pub = fleet.listener.publisher(node.topic("reset"), Empty, 10)
+    wait_until(lambda: reset_pub.get_subscription_count() >= 1, 30, "the node subscribing to ~/reset")
+    reset_pub.publish(Empty())
+    wait_until(lambda: node.process.output().count("episode reset: ") > resets, 10, "the node's episode reset")
     start = len(node.estimates())
     send_requests(fleet, node, list(zip(ids, stamps)))
     try:
-        node.wait_estimates(lambda es: any(e["status"] in MODEL_STATUSES for e in es[start:]), 60,
-                            "a model answer")
+        node.wait_estimates(lambda es: any(e["request_id"] == "stop0" for e in es[start:]), 60,
+                            "the anchor's answer")
         answered = {e["request_id"] for e in node.estimates()[start:]}
         t0 = time.monotonic()
         node.process.send_sigint()
@@ -732,7 +741,8 @@ def test_sigint_while_scoring_exits_cleanly(fleet: Fleet, small_queue_node: Rewa
     assert rc == 0, node.process.tail()
     assert "Traceback" not in out, node.process.tail(200)
     # the worker takes the next request as soon as it emits an answer: one was in the model
-    assert len(answered) < len(ids), "every request was answered before SIGINT: nothing was in flight"
+    seen = [(e["request_id"], e["status"], e["detail"]) for e in node.estimates()[start:]]
+    assert len(answered) < len(ids), f"every request was answered before SIGINT: nothing was in flight: {seen}"
     print(f"\nSIGINT while scoring: exited with 0 after {elapsed:.2f} s")
 
 
