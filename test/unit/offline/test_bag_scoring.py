@@ -27,6 +27,23 @@ def score(bag: Path, out: Path, *extra: str) -> int:
     return score_bag.main([str(bag), "--out", str(out), "--rate", "3", *FAST, *extra])
 
 
+def failing_model_calls(monkeypatch: pytest.MonkeyPatch,
+                        failures: dict[int, BaseException]) -> dict[int, BaseException]:
+    """The n-th model call (1-based) of this test raises ``failures[n]``; the others run the real
+    model. Returns ``failures``: clear it to let every later call run."""
+    real_generate = TransformersBackend.generate
+    calls = {"n": 0}
+
+    def generate(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] in failures:
+            raise failures[calls["n"]]
+        return real_generate(self, *a, **kw)
+
+    monkeypatch.setattr(TransformersBackend, "generate", generate)
+    return failures
+
+
 def rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "estimates.jsonl").read_text().splitlines()]
 
@@ -123,24 +140,14 @@ def test_interrupt_then_resume_gives_the_uninterrupted_result(tmp_path: Path, mo
     reference = tmp_path / "reference"
     assert score(bag, reference) == 0
 
-    real_generate = TransformersBackend.generate
-    calls = {"n": 0}
-
-    def interrupted(self, *a, **kw):  # the 4th model call is interrupted (Ctrl-C)
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_generate(self, *a, **kw)
-
-    monkeypatch.setattr(TransformersBackend, "generate", interrupted)
+    failing = failing_model_calls(monkeypatch, {4: KeyboardInterrupt()})  # the 4th call is interrupted (Ctrl-C)
     out = tmp_path / "out"
     assert score(bag, out) == 130
     assert not out.exists()
     journal = (tmp_path / "out.partial" / "journal.jsonl").read_text().splitlines()
     assert len(journal) == 1 + 3  # fingerprint + three finished model steps
 
-    monkeypatch.setattr(TransformersBackend, "generate", real_generate)
-    calls["n"] = 0
+    failing.clear()
     assert score(bag, out) == 0
     strip = lambda rs: [{k: v for k, v in x.items() if k not in ("timings", "episode_id")} for x in rs]  # noqa: E731
     assert strip(rows(out)) == strip(rows(reference))
@@ -155,21 +162,10 @@ def test_a_failed_call_before_the_interrupt_never_shifts_replies_onto_other_fram
     bag = write_bag(tmp_path / "bag")
     reference = tmp_path / "reference"
     assert score(bag, reference) == 0
-    real_generate = TransformersBackend.generate
-    calls = {"n": 0}
-
-    def flaky(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise InferenceError("server timed out")
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_generate(self, *a, **kw)
-
-    monkeypatch.setattr(TransformersBackend, "generate", flaky)
+    failing = failing_model_calls(monkeypatch, {2: InferenceError("server timed out"), 5: KeyboardInterrupt()})
     out = tmp_path / "out"
     assert score(bag, out) == 130
-    monkeypatch.setattr(TransformersBackend, "generate", real_generate)
+    failing.clear()
     assert score(bag, out) == 0
     strip = lambda rs: [{k: v for k, v in x.items() if k not in ("timings", "episode_id")} for x in rs]  # noqa: E731
     assert strip(rows(out)) == strip(rows(reference))  # the same as a run that never failed
@@ -324,16 +320,7 @@ def test_interrupt_once_outputs_are_complete_exits_0(tmp_path: Path, monkeypatch
 def test_a_model_that_fails_to_load_on_the_re_run_keeps_the_finished_steps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     bag = write_bag(tmp_path / "bag")
-    real_generate = TransformersBackend.generate
-    calls = {"n": 0}
-
-    def interrupted(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_generate(self, *a, **kw)
-
-    monkeypatch.setattr(TransformersBackend, "generate", interrupted)
+    failing_model_calls(monkeypatch, {3: KeyboardInterrupt()})
     out = tmp_path / "out"
     assert score(bag, out) == 130
     journal = tmp_path / "out.partial" / "journal.jsonl"
