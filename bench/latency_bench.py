@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     from transformers import LogitsProcessor, LogitsProcessorList
 
     import bench_publisher
+    from sole_r1_ros.backends.wrappers import DelegatingModel
     from sole_r1_ros.core import scorer as scorer_mod
     from sole_r1_ros.pipeline import worker as reward_worker
     from sole_r1_ros.ros import reward_node
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     worker = node.worker
     worker.selector.select = timed("selection", worker.selector.select)
     backend = worker.scorer.model
+    while isinstance(backend, DelegatingModel):  # the node wraps its backend (per-call seeds)
+        backend = backend.inner
     processor = backend.processor
 
     class TimedProcessor:
